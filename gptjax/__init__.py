@@ -1,0 +1,1 @@
+"""gptjax: GPT-style language models in JAX/Flax."""

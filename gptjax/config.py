@@ -1,0 +1,136 @@
+"""The complete config: every key the code reads, with its default and meaning.
+
+Config files in `configs/` start from `base_config()` and override what they change, so a
+typo in `--config.x.y` fails loudly (ConfigDict rejects unknown keys) and every key has one
+documented home. `default_config()` is the embedded default that `gptjax-train` runs with
+no `--config`: a small sentencepiece GPT on the Python standard library's own source files.
+"""
+
+import os
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # one seed for init, dropout and data order
+
+  c.model = m = ml_collections.ConfigDict()
+  m.vocab_size = 0  # 0 = take it from the tokenizer (rounded up to model.vocab_multiple)
+  m.vocab_multiple = 1  # pad the embedding table to a multiple of this (128 on accelerators)
+  m.num_layers = 4
+  m.num_heads = 4
+  m.num_kv_heads = 0  # grouped-query attention: 0 = num_heads (multi-head attention)
+  m.embed_dim = 128
+  m.mlp_dim = 0  # 0 = 4 * embed_dim (gelu) or the Llama 8/3 * embed_dim rounded to 256 (swiglu)
+  m.max_len = 0  # position table size / longest context; 0 = data.seq_len
+  m.dropout = 0.0
+  m.use_bias = True  # biases in projections and norms (GPT-2); False for nanoGPT/Llama
+  m.positions = "learned"  # "learned" (GPT-2) or "rope" (Llama)
+  m.rope_theta = 10000.0
+  m.norm = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama)
+  m.norm_eps = 1e-5
+  m.mlp = "gelu"  # "gelu" (GPT-2, tanh approximation), "gelu_exact" (erf) or "swiglu" (Llama)
+  m.tie_embeddings = True  # output head shares the token embedding (GPT-2); False for Llama
+  m.dtype = "float32"  # compute dtype: float32, bfloat16 (params stay float32)
+  m.attention = "xla"  # jax.nn.dot_product_attention implementation: xla, cudnn or auto
+  m.remat = "none"  # rematerialisation per block: none, save_dots, full
+  m.init_std = 0.02  # normal init std; residual projections scaled by 1/sqrt(2 * num_layers)
+
+  c.data = d = ml_collections.ConfigDict()
+  d.path = ""  # local corpus: a text file, a folder, or a glob; "" = use data.tfds_name
+  d.tfds_name = ""  # TFDS catalogue corpus (needs internet once), e.g. tiny_shakespeare, lm1b
+  d.text_key = "text"  # feature holding the text in a TFDS catalogue corpus
+  d.file_pattern = "*"  # when data.path is a folder: which files inside it (glob, recursive **)
+  d.data_dir = ""  # where prepared array_record data and tokenizers live; "" = ~/.cache/gptjax
+  d.eval_fraction = 0.1  # held-out split: the last fraction of characters of the corpus
+  d.normalize = "NFC"  # unicode normalisation form, or "" for none
+  d.dedup = True  # drop exact-duplicate documents
+  d.max_chars = 0  # cap on corpus characters read (0 = all), for quick runs on big corpora
+  d.seq_len = 64  # context length; windows of seq_len + 1 tokens are packed from the stream
+  d.random_offset = False  # shift the window grid by a seeded random offset every epoch
+  d.eval_batch_size = 64  # global sequences per eval batch
+  d.worker_count = 0  # grain worker processes (0 = in the main process)
+  d.tokenizer = t = ml_collections.ConfigDict()
+  t.kind = "sentencepiece"  # "sentencepiece" or "char"
+  t.path = ""  # a trained tokenizer file to use; "" = train one from the corpus on first use
+  t.vocab_size = 2048  # sentencepiece vocabulary size
+  t.model_type = "bpe"  # sentencepiece model: bpe or unigram
+  t.byte_fallback = True  # unknown characters become bytes, never <unk>
+  t.max_sentences = 2_000_000  # sentencepiece input_sentence_size cap (lines sampled)
+
+  c.optim = o = ml_collections.ConfigDict()
+  o.lr = 1e-3  # peak learning rate
+  o.min_lr = 1e-4  # end of the cosine decay
+  o.warmup_steps = 100
+  o.decay_steps = 0  # cosine length; 0 = train.steps
+  o.b1 = 0.9
+  o.b2 = 0.99
+  o.eps = 1e-8
+  o.weight_decay = 0.1  # on matrices and embeddings only (ndim >= 2)
+  o.grad_clip = 1.0  # global-norm clipping; 0 = off
+
+  c.train = tr = ml_collections.ConfigDict()
+  tr.steps = 2000
+  tr.batch_size = 12  # global, in sequences, per optimizer step
+  tr.grad_accum = 1  # microbatches per step (batch_size must divide by it)
+  tr.log_every = 50
+  tr.profile_start = -1  # first step of a profiler trace (-1 = no trace)
+  tr.profile_steps = 5  # how many steps the trace covers
+  tr.distributed = False  # call jax.distributed.initialize() (multi-host); also on by env
+  tr.cpu_devices = 0  # CPU-only hosts: JAX devices to split the cores into (0 = auto)
+  tr.sample_prompt = ""  # printed after training: a sample continuing this ("" = none)
+  tr.sample_tokens = 200  # length of that sample
+  tr.progress = True  # tqdm progress bar
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1 = all devices left over after fsdp and tensor
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  c.checkpoint = ck = ml_collections.ConfigDict()
+  ck.every = 500  # steps between checkpoints (and one at the end)
+  ck.keep = 2  # keep the newest N
+  ck.keep_best = False  # also keep the checkpoint with the best eval/loss
+
+  c.eval = ev = ml_collections.ConfigDict()
+  ev.every = 250  # steps between whole-split held-out evaluations (and one at the end)
+  ev.max_batches = 0  # cap on eval batches (0 = the whole split)
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "lm"  # objective, from gptjax.tasks.TASKS
+  return c
+
+
+def stdlib_dir() -> str:
+  """The running Python's standard-library folder: a real code corpus every machine has."""
+  return os.path.dirname(os.__file__)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Embedded default: a 4-layer GPT on the standard library's top-level .py files."""
+  c = base_config()
+  c.data.path = stdlib_dir()
+  c.data.file_pattern = "*.py"
+  c.data.seq_len = 128
+  c.data.tokenizer.kind = "sentencepiece"
+  c.data.tokenizer.vocab_size = 2048
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.embed_dim = 128
+  c.optim.lr = 2e-3
+  c.optim.min_lr = 2e-4
+  c.train.steps = 600
+  c.train.batch_size = 16
+  c.train.log_every = 25
+  c.eval.every = 200
+  c.eval.max_batches = 20
+  c.checkpoint.every = 200
+  c.train.sample_prompt = "def "
+  return c
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  """Lets `gptjax-train` load this file as its default --config."""
+  del arg
+  return default_config()

@@ -1,0 +1,143 @@
+"""Token streams -> batches: packed windows, grain-shuffled train iterator, whole-split eval.
+
+A window is seq_len + 1 consecutive tokens starting at a multiple of seq_len (plus a per-epoch
+offset with data.random_offset), so every token of the stream is a target exactly once per
+epoch. The train order is a pure function of (seed, step): the iterator's state is just a
+position, and every process reads its own slice of each global batch.
+"""
+
+import atexit
+import dataclasses
+import functools
+from typing import Callable, Iterator
+
+import numpy as np
+
+from gptjax.data.prepare import prepare_data
+from gptjax.data.tokenizers import Tokenizer
+from gptjax.errors import UserError
+
+
+@dataclasses.dataclass
+class Datasets:
+  tokenizer: Tokenizer
+  train: Iterator[dict]  # infinite; get_state() -> JSON-able dict, set_state(state) resumes
+  eval_splits: dict[str, Callable[[], Iterator[dict]]]  # name -> fresh pass over the split
+  train_tokens: int
+  eval_tokens: int
+
+
+def num_windows(num_tokens: int, seq_len: int, random_offset: bool) -> int:
+  """Windows per epoch; with random_offset the grid may shift by up to seq_len - 1."""
+  return max(0, num_tokens - 1 - (seq_len - 1 if random_offset else 0)) // seq_len
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_offset(seed: int, epoch: int, seq_len: int) -> int:
+  return int(np.random.default_rng([seed, epoch]).integers(seq_len))
+
+
+class _WindowStart:
+  """(global index, window number) -> first token of that window in its epoch."""
+
+  def __init__(self, seq_len: int, windows: int, offset_seed: int | None):
+    self.seq_len, self.windows, self.offset_seed = seq_len, windows, offset_seed
+
+  def __call__(self, index: int, window: int) -> int:
+    start = window * self.seq_len
+    if self.offset_seed is not None:
+      start += _epoch_offset(self.offset_seed, index // self.windows, self.seq_len)
+    return start
+
+
+class _Gather:
+  """Batch function: window starts -> {"tokens": int32[B, seq_len + 1]} in one numpy gather."""
+
+  def __init__(self, tokens: np.ndarray, seq_len: int):
+    self.tokens, self.span = tokens, np.arange(seq_len + 1)
+
+  def __call__(self, starts) -> dict:
+    return {"tokens": np.asarray(self.tokens[np.asarray(starts)[:, None] + self.span], np.int32)}
+
+
+def train_iterator(tokens: np.ndarray, *, seq_len: int, batch_size: int, seed: int,
+                   random_offset: bool, process_index: int, process_count: int,
+                   worker_count: int):
+  """Infinite grain iterator of this process's `batch_size` rows of each global batch."""
+  import grain  # pylint: disable=g-import-not-at-top  (slow import; only training needs it)
+
+  windows = num_windows(len(tokens), seq_len, random_offset)
+  # Hashing the seed keeps seeds s and s+1 apart: grain reshuffles epoch e with seed + e.
+  shuffle_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+  ds = grain.MapDataset.range(windows).shuffle(seed=shuffle_seed).repeat()
+  ds = ds.map_with_index(_WindowStart(seq_len, windows, seed if random_offset else None))
+  ds = ds[process_index::process_count]
+  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_Gather(tokens, seq_len))
+  # In-memory data: reader threads would only fight over the GIL (measured slower).
+  iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  if worker_count:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if not flags.FLAGS.is_parsed():  # grain workers read absl flags; defaults outside a CLI
+      flags.FLAGS.mark_as_parsed()
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  iterator = iter(iter_ds)
+  if worker_count:  # stop workers and free their shared memory before interpreter teardown
+    atexit.register(iterator.close)
+  return iterator
+
+
+def eval_iterator(tokens: np.ndarray, *, seq_len: int, batch_size: int, process_index: int,
+                  process_count: int) -> Iterator[dict]:
+  """The whole split in order: this process's rows of each global batch of `batch_size`.
+
+  Windows start at multiples of seq_len; rows past the end are padding. "mask" is 1 exactly
+  where the target token exists, so each target of the split counts once across processes.
+  """
+  n = len(tokens)
+  windows = -(-(n - 1) // seq_len)
+  span = np.arange(seq_len + 1)
+  for first in range(0, windows, batch_size):
+    rows = np.arange(first, first + batch_size)[process_index::process_count]
+    pos = rows[:, None] * seq_len + span
+    valid = pos < n
+    ids = np.where(valid, np.asarray(tokens[np.minimum(pos, n - 1)]), 0).astype(np.int32)
+    yield {"tokens": ids, "mask": valid[:, 1:].astype(np.float32)}
+
+
+def _per_process(global_size: int, process_count: int, flag: str) -> int:
+  if global_size <= 0 or global_size % process_count:
+    raise UserError(f"{flag}={global_size} must be a positive multiple of the "
+                    f"{process_count} processes")
+  return global_size // process_count
+
+
+def make_lm_datasets(config, process_index: int | None = None,
+                     process_count: int | None = None, tokenizer=None) -> Datasets:
+  """Next-token data for `config`: prepares (or reuses) the corpus, tokenizer and tokens."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    process_index, process_count = jax.process_index(), jax.process_count()
+  data = config.data
+  seq_len = data.seq_len
+  if seq_len < 1:
+    raise UserError(f"--config.data.seq_len={seq_len} must be positive")
+  batch_size = _per_process(config.train.batch_size, process_count, "--config.train.batch_size")
+  _per_process(data.eval_batch_size, process_count, "--config.data.eval_batch_size")
+
+  prepared = prepare_data(config, tokenizer)
+  train, validation = prepared.tokens["train"], prepared.tokens["validation"]
+  if num_windows(len(train), seq_len, data.random_offset) < 1:
+    raise UserError(f"the train split has only {len(train)} tokens, too few for one window of "
+                    f"--config.data.seq_len={seq_len} (+1; twice that with random_offset)")
+  train_it = train_iterator(
+      train, seq_len=seq_len, batch_size=batch_size, seed=config.seed,
+      random_offset=data.random_offset, process_index=process_index,
+      process_count=process_count, worker_count=data.worker_count)
+  eval_splits = {}
+  if len(validation) > 1:  # at least one target
+    eval_splits["validation"] = functools.partial(
+        eval_iterator, validation, seq_len=seq_len, batch_size=data.eval_batch_size,
+        process_index=process_index, process_count=process_count)
+  return Datasets(prepared.tokenizer, train_it, eval_splits, len(train), len(validation))

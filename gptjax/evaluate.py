@@ -1,0 +1,61 @@
+"""Held-out evaluation of a checkpoint: loss and perplexity over a whole split.
+
+    gptjax-eval --workdir=W [--split=validation] [--step=N] [--max_batches=0]
+
+Prints the metrics and appends them, with the checkpoint step, to W/eval_results.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from gptjax import sharding
+from gptjax.errors import UserError
+
+
+def evaluate_workdir(workdir: str, split: str = "validation", step: int | None = None,
+                     max_batches: int = 0) -> dict:
+  from gptjax.load import load_workdir
+  from gptjax.tasks import make_task
+  from gptjax.train import evaluate, make_eval_step
+
+  loaded = load_workdir(workdir, step)
+  task = make_task(loaded.config)
+  datasets = task.datasets(tokenizer=loaded.tokenizer)
+  if split not in datasets.eval_splits:
+    raise UserError(f"--split={split!r} is not one of {sorted(datasets.eval_splits)}")
+  task.bind(loaded.model)
+  with sharding.rules_context(loaded.mesh):
+    results = evaluate(make_eval_step(task, loaded.mesh), loaded.params,
+                       task.init_frozen(loaded.mesh), {split: datasets.eval_splits[split]},
+                       loaded.mesh, max_batches)
+  results = {"step": loaded.step, "split": split, **results}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval_results.jsonl"), "a") as f:
+      f.write(json.dumps(results) + "\n")
+  return results
+
+
+def main(argv=None) -> None:
+  from absl import app, flags
+
+  from gptjax.train import run_cli
+
+  flags.DEFINE_string("workdir", None, "run folder written by gptjax-train", required=True)
+  flags.DEFINE_string("split", "validation", "held-out split to evaluate")
+  flags.DEFINE_integer("step", None, "checkpoint step (default: newest)")
+  flags.DEFINE_integer("max_batches", 0, "evaluate only this many batches (0 = whole split)")
+  FLAGS = flags.FLAGS
+
+  def _main(_):
+    run_cli(lambda: print(json.dumps(evaluate_workdir(
+        FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.max_batches))))
+
+  app.run(_main, argv=argv)
+
+
+if __name__ == "__main__":
+  main()

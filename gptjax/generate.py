@@ -1,0 +1,145 @@
+"""Sampling with a KV cache: one prefill over the prompt, then one-token decode steps.
+
+    gptjax-sample --workdir=W --prompt="ROMEO:" [--temperature --top_k --top_p
+                  --max_new_tokens --num_samples --seed --step]
+
+A continuation longer than the model's context slides: the cache is rebuilt from the last
+half-context of tokens and decoding goes on (nanoGPT crops its context the same way).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gptjax.errors import UserError
+from gptjax.model import GPT, GPTConfig, init_cache
+
+
+def sample_logits(logits_BV: jax.Array, rng: jax.Array, temperature: float, top_k: int,
+                  top_p: float) -> jax.Array:
+  """Greedy at temperature 0; else temperature, then top-k, then nucleus (top-p) filtering."""
+  if temperature == 0.0:
+    return jnp.argmax(logits_BV, axis=-1)
+  logits_BV = logits_BV.astype(jnp.float32) / temperature
+  if top_k and top_k < logits_BV.shape[-1]:
+    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  if top_p < 1.0:
+    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+    cumulative_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
+    keep_BV = (cumulative_BV - jax.nn.softmax(sorted_BV, axis=-1)) < top_p  # first always kept
+    threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+    logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
+  return jax.random.categorical(rng, logits_BV, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "temperature", "top_k",
+                                             "top_p", "valid_vocab"))
+def _generate_segment(cfg: GPTConfig, params, prompt_BP, rng, *, max_new_tokens: int,
+                      temperature: float, top_k: int, top_p: float, valid_vocab: int):
+  model = GPT(cfg)
+  B, P = prompt_BP.shape
+  cache = init_cache(cfg, B, P + max_new_tokens)
+
+  def pick(logits_BV, key):
+    logits_BV = jnp.where(jnp.arange(logits_BV.shape[-1]) < valid_vocab, logits_BV, -jnp.inf)
+    return sample_logits(logits_BV, key, temperature, top_k, top_p).astype(jnp.int32)
+
+  logits_BPV, cache = model.apply({"params": params}, prompt_BP, cache=cache, start=0)
+  first_B = pick(logits_BPV[:, -1], jax.random.fold_in(rng, 0))
+
+  def step(carry, i):
+    token_B, cache = carry
+    logits_B1V, cache = model.apply({"params": params}, token_B[:, None], cache=cache,
+                                    start=P + i)
+    nxt_B = pick(logits_B1V[:, 0], jax.random.fold_in(rng, i + 1))
+    return (nxt_B, cache), token_B
+
+  (last_B, _), tokens_NB = jax.lax.scan(step, (first_B, cache), jnp.arange(max_new_tokens - 1))
+  return jnp.concatenate([tokens_NB.T, last_B[:, None]], axis=1)
+
+
+def generate(model: GPT, params, prompt_BP, max_new_tokens: int, rng: jax.Array,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             valid_vocab: int | None = None) -> np.ndarray:
+  """Continue each row of `prompt_BP` by `max_new_tokens` tokens; returns int32[B, N]."""
+  if max_new_tokens <= 0:
+    raise UserError(f"--max_new_tokens must be positive, got {max_new_tokens}")
+  if temperature < 0 or not 0.0 < top_p <= 1.0 or top_k < 0:
+    raise UserError("need --temperature >= 0, 0 < --top_p <= 1 and --top_k >= 0")
+  max_len = model.cfg.max_len
+  keep = max(1, max_len // 2)  # context kept when the window slides
+  kwargs = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                valid_vocab=int(valid_vocab or model.cfg.vocab_size))
+  context = np.asarray(prompt_BP, np.int32)
+  if context.shape[1] >= max_len:
+    context = context[:, -keep:]
+  out, segment = [], 0
+  remaining = max_new_tokens
+  while remaining > 0:
+    n = min(remaining, max_len - context.shape[1])
+    new = np.asarray(_generate_segment(model.cfg, params, jnp.asarray(context),
+                                       jax.random.fold_in(rng, segment), max_new_tokens=n,
+                                       **kwargs))
+    out.append(new)
+    remaining -= n
+    segment += 1
+    context = np.concatenate([context, new], axis=1)[:, -keep:]
+  return np.concatenate(out, axis=1)
+
+
+def sample_text(loaded, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+                top_k: int = 200, top_p: float = 1.0, seed: int = 0,
+                num_samples: int = 1) -> list[str]:
+  tok = loaded.tokenizer
+  ids = list(tok.encode(prompt)) if prompt else []
+  if not ids:  # an empty prompt starts a fresh document
+    ids = [tok.eos_id] if tok.eos_id is not None else list(tok.encode("\n"))
+  prompt_BP = np.tile(np.asarray(ids, np.int32)[None], (num_samples, 1))
+  new = generate(loaded.model, loaded.params, prompt_BP, max_new_tokens, jax.random.key(seed),
+                 temperature, top_k, top_p, valid_vocab=tok.vocab_size)
+  return [prompt + tok.decode(row.tolist()) for row in new]
+
+
+def sample_from_workdir(workdir: str, prompt: str, **kwargs) -> str:
+  from gptjax.load import load_workdir
+  return sample_text(load_workdir(workdir), prompt, **kwargs)[0]
+
+
+def main(argv=None) -> None:
+  from absl import app, flags
+
+  from gptjax.load import load_workdir
+  from gptjax.train import run_cli
+
+  flags.DEFINE_string("workdir", None, "run folder written by gptjax-train", required=True)
+  flags.DEFINE_string("prompt", "", "text to continue")
+  flags.DEFINE_integer("max_new_tokens", 200, "tokens to generate")
+  flags.DEFINE_float("temperature", 0.8, "0 = greedy")
+  flags.DEFINE_integer("top_k", 200, "keep the k most likely tokens (0 = all)")
+  flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass (1 = off)")
+  flags.DEFINE_integer("num_samples", 1, "independent samples")
+  flags.DEFINE_integer("seed", 0, "sampling seed")
+  flags.DEFINE_integer("step", None, "checkpoint step (default: newest)")
+  FLAGS = flags.FLAGS
+
+  def _main(_):
+    def body():
+      loaded = load_workdir(FLAGS.workdir, FLAGS.step)
+      texts = sample_text(loaded, FLAGS.prompt, FLAGS.max_new_tokens, FLAGS.temperature,
+                          FLAGS.top_k, FLAGS.top_p, FLAGS.seed, FLAGS.num_samples)
+      for i, text in enumerate(texts):
+        if len(texts) > 1:
+          print(f"--- sample {i}")
+        print(text)
+    run_cli(body)
+
+  app.run(_main, argv=argv)
+
+
+if __name__ == "__main__":
+  main()

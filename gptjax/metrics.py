@@ -1,0 +1,89 @@
+"""Metrics out: DIR/metrics.jsonl (one JSON object a line, each with "step") and TensorBoard.
+
+Also the model-FLOPs arithmetic for throughput and MFU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+
+# Peak dense bf16 FLOP/s per chip, from vendor datasheets (matched on jax's device_kind).
+PEAK_FLOPS = {
+    "a100": 312e12, "h100": 989e12, "h200": 989e12,
+    "tpu v4": 275e12, "tpu v5 lite": 197e12, "tpu v5e": 197e12, "tpu v5p": 459e12,
+    "tpu v5": 459e12, "tpu v6 lite": 918e12, "tpu v6e": 918e12,
+}
+
+
+def peak_flops_per_device(device=None) -> float | None:
+  kind = (device or jax.devices()[0]).device_kind.lower()
+  for name, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+    if name in kind:
+      return flops
+  return None
+
+
+def flops_per_token(num_params: int, num_layers: int, seq_len: int, embed_dim: int,
+                    causal: bool = False) -> float:
+  """Training FLOPs per token, PaLM appendix B: 6N + 12*L*T*d (attention scores and values).
+
+  `causal=True` halves the attention term (only the lower triangle is needed). N counts
+  the non-embedding parameters plus the output head, as in the PaLM formula.
+  """
+  attention = 12 * num_layers * seq_len * embed_dim
+  return 6 * num_params + (attention / 2 if causal else attention)
+
+
+class MetricsWriter:
+  """Writes from process 0 only; `truncate_after(step)` drops rows a resumed run will redo."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter  # imported late: only process 0 writes
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def truncate_after(self, step: int) -> None:
+    if not (self.enabled and os.path.exists(self.path)):
+      return
+    kept = [line for line in read_lines(self.path) if json.loads(line)["step"] <= step]
+    with open(self.path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(self.path + ".tmp", self.path)
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step)}
+    row.update({k: _to_python(v) for k, v in metrics.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in row.items():
+      if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+        self._tb.add_scalar(k, v, step)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_lines(path: str) -> list[str]:
+  with open(path) as f:
+    return [line for line in f if line.strip()]
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  return [json.loads(line) for line in read_lines(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _to_python(v):
+  if hasattr(v, "item"):
+    v = v.item()
+  return float(v) if isinstance(v, float) else v

@@ -1,0 +1,293 @@
+"""Decoder-only transformer in Flax Linen: GPT-2 layout by default, Llama layout by config.
+
+One module, functional init/apply. Every parameter and activation names its logical axes
+(batch, length, embed, heads, kv, mlp, vocab); `gptjax.sharding` maps those to the mesh, so a
+new parallelism strategy never touches this file.
+
+Shapes use suffixes: B batch, T query length, S key length, D embed, N query heads,
+K kv heads, H head dim, F mlp width, V vocab.
+
+Calls:
+  logits_BTV = model.apply(params, tokens_BT)                          # training / eval
+  logits_BTV, cache = model.apply(params, tokens_BT, cache=c, start=i) # prefill / decode
+where `c = init_cache(cfg, batch, max_len)` and `start` is the position of tokens_BT[:, 0].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gptjax.errors import UserError
+
+Cache = list[dict[str, jax.Array]]  # per layer {"k": [B,S,K,H], "v": [B,S,K,H]}
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  vocab_size: int
+  num_layers: int
+  num_heads: int
+  embed_dim: int
+  max_len: int
+  num_kv_heads: int = 0
+  mlp_dim: int = 0
+  dropout: float = 0.0
+  use_bias: bool = True
+  positions: str = "learned"
+  rope_theta: float = 10000.0
+  norm: str = "layernorm"
+  norm_eps: float = 1e-5
+  mlp: str = "gelu"
+  tie_embeddings: bool = True
+  dtype: str = "float32"
+  attention: str = "xla"
+  remat: str = "none"
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    kv = self.num_kv_heads or self.num_heads
+    checks = [
+        (self.embed_dim % self.num_heads == 0,
+         f"model.embed_dim={self.embed_dim} must divide by model.num_heads={self.num_heads}"),
+        (self.num_heads % kv == 0,
+         f"model.num_heads={self.num_heads} must divide by model.num_kv_heads={kv}"),
+        (self.positions in ("learned", "rope"), "model.positions must be learned or rope"),
+        (self.norm in ("layernorm", "rmsnorm"), "model.norm must be layernorm or rmsnorm"),
+        (self.mlp in ("gelu", "gelu_exact", "swiglu"),
+         "model.mlp must be gelu, gelu_exact or swiglu"),
+        (self.dtype in _DTYPES, f"model.dtype must be one of {sorted(_DTYPES)}"),
+        (self.attention in ("xla", "cudnn", "auto"), "model.attention must be xla, cudnn or auto"),
+        (self.remat in ("none", *_REMAT_POLICIES), "model.remat must be none, save_dots or full"),
+        (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        (min(self.vocab_size, self.num_layers, self.max_len) > 0,
+         "model.vocab_size, model.num_layers and model.max_len must be positive"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise UserError(message)
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def head_dim(self) -> int:
+    return self.embed_dim // self.num_heads
+
+  @property
+  def hidden_dim(self) -> int:
+    if self.mlp_dim:
+      return self.mlp_dim
+    if self.mlp != "swiglu":
+      return 4 * self.embed_dim
+    return 256 * math.ceil(8 * self.embed_dim / 3 / 256)  # Llama's SwiGLU width
+
+  @property
+  def compute_dtype(self):
+    return _DTYPES[self.dtype]
+
+  @classmethod
+  def from_config(cls, model_cfg, vocab_size: int, seq_len: int) -> GPTConfig:
+    """Build from the `model` ConfigDict; vocab from the tokenizer unless the config fixes it."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in model_cfg.items() if k in fields}
+    multiple = model_cfg.get("vocab_multiple", 1) or 1
+    vocab = model_cfg.vocab_size or vocab_size
+    if model_cfg.vocab_size and model_cfg.vocab_size < vocab_size:
+      raise UserError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
+                      f"tokenizer's {vocab_size}: raise it or set it to 0")
+    kwargs["vocab_size"] = multiple * math.ceil(vocab / multiple)
+    kwargs["max_len"] = model_cfg.max_len or seq_len
+    return cls(**kwargs)
+
+
+def init_cache(cfg: GPTConfig, batch: int, max_len: int | None = None) -> Cache:
+  """Zeroed KV cache for `max_len` positions, in the compute dtype."""
+  shape = (batch, max_len or cfg.max_len, cfg.kv_heads, cfg.head_dim)
+  return [{"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
+          for _ in range(cfg.num_layers)]
+
+
+def _dense_init(std: float, axes: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def _zeros(axes: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros, axes)
+
+
+def _constrain(x, axes):
+  return nn.with_logical_constraint(x, axes)
+
+
+def rope(x_BTNH: jax.Array, positions_T: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding, Llama/Hugging Face convention (rotate the two halves of each head)."""
+  half = x_BTNH.shape[-1] // 2
+  freqs_h = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+  angles_TH = positions_T.astype(jnp.float32)[:, None] * freqs_h[None, :]
+  sin, cos = jnp.sin(angles_TH)[None, :, None, :], jnp.cos(angles_TH)[None, :, None, :]
+  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTNH.dtype)
+
+
+class Norm(nn.Module):
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.cfg
+    common = dict(epsilon=cfg.norm_eps, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+                  scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)))
+    if cfg.norm == "rmsnorm":
+      return nn.RMSNorm(name="norm", **common)(x_BTD)
+    return nn.LayerNorm(use_bias=cfg.use_bias, name="norm",
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                        **common)(x_BTD)
+
+
+class Attention(nn.Module):
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_T, layer_cache, start):
+    cfg = self.cfg
+    dt, D, N, K, H = cfg.compute_dtype, cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
+    out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
+
+    def proj(name, heads):
+      w = self.param(f"w{name}", _dense_init(cfg.init_std, ("embed", "heads", "kv")), (D, heads, H))
+      y = jnp.einsum("btd,dnh->btnh", x_BTD, w.astype(dt))
+      if cfg.use_bias:
+        y = y + self.param(f"b{name}", _zeros(("heads", "kv")), (heads, H)).astype(dt)
+      return _constrain(y, ("batch", "length", "heads", "kv"))
+
+    q_BTNH, k_BTKH, v_BTKH = proj("q", N), proj("k", K), proj("v", K)
+    if cfg.positions == "rope":
+      q_BTNH = rope(q_BTNH, positions_T, cfg.rope_theta)
+      k_BTKH = rope(k_BTKH, positions_T, cfg.rope_theta)
+
+    new_cache = None
+    if layer_cache is None:
+      impl = None if cfg.attention == "auto" else cfg.attention
+      out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, is_causal=True,
+                                              implementation=impl)
+    else:
+      # Write this chunk's keys/values at `start`, then attend over every cached position
+      # up to each query's own position (prefill: a causal block; decode: one row).
+      k_BSKH = jax.lax.dynamic_update_slice(layer_cache["k"], k_BTKH.astype(dt), (0, start, 0, 0))
+      v_BSKH = jax.lax.dynamic_update_slice(layer_cache["v"], v_BTKH.astype(dt), (0, start, 0, 0))
+      new_cache = {"k": k_BSKH, "v": v_BSKH}
+      S = k_BSKH.shape[1]
+      mask_TS = jnp.arange(S)[None, :] <= (start + jnp.arange(q_BTNH.shape[1]))[:, None]
+      out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_TS[None, None])
+
+    out_BTNH = _constrain(out_BTNH, ("batch", "length", "heads", "kv"))
+    wo = self.param("wo", _dense_init(out_std, ("heads", "kv", "embed")), (N, H, D))
+    y_BTD = jnp.einsum("btnh,nhd->btd", out_BTNH, wo.astype(dt))
+    if cfg.use_bias:
+      y_BTD = y_BTD + self.param("bo", _zeros(("embed",)), (D,)).astype(dt)
+    return y_BTD, new_cache
+
+
+class Mlp(nn.Module):
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.cfg
+    dt, D, F = cfg.compute_dtype, cfg.embed_dim, cfg.hidden_dim
+    out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
+
+    def up(name):
+      w = self.param(name, _dense_init(cfg.init_std, ("embed", "mlp")), (D, F))
+      y = jnp.einsum("btd,df->btf", x_BTD, w.astype(dt))
+      if cfg.use_bias:
+        y = y + self.param(f"{name}_bias", _zeros(("mlp",)), (F,)).astype(dt)
+      return _constrain(y, ("batch", "length", "mlp"))
+
+    if cfg.mlp == "swiglu":
+      h_BTF = nn.silu(up("wi_gate")) * up("wi_up")
+    else:  # GPT-2's tanh approximation, or the exact erf form (PyTorch nn.GELU, nanoGPT)
+      h_BTF = nn.gelu(up("wi"), approximate=cfg.mlp == "gelu")
+    wo = self.param("wo", _dense_init(out_std, ("mlp", "embed")), (F, D))
+    y_BTD = jnp.einsum("btf,fd->btd", h_BTF, wo.astype(dt))
+    if cfg.use_bias:
+      y_BTD = y_BTD + self.param("wo_bias", _zeros(("embed",)), (D,)).astype(dt)
+    return y_BTD
+
+
+class Block(nn.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_T, layer_cache, start, deterministic: bool):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.dropout)
+    y_BTD, new_cache = Attention(cfg, name="attn")(Norm(cfg, name="ln1")(x_BTD), positions_T,
+                                                   layer_cache, start)
+    x_BTD = x_BTD + drop(y_BTD, deterministic=deterministic)
+    x_BTD = x_BTD + drop(Mlp(cfg, name="mlp")(Norm(cfg, name="ln2")(x_BTD)),
+                         deterministic=deterministic)
+    return _constrain(x_BTD, ("batch", "length", "embed")), new_cache
+
+
+class GPT(nn.Module):
+  cfg: GPTConfig
+
+  @nn.compact
+  def __call__(self, tokens_BT, *, deterministic: bool = True, cache: Cache | None = None,
+               start: Any = 0):
+    cfg = self.cfg
+    dt, T = cfg.compute_dtype, tokens_BT.shape[1]
+    if cache is None and T > cfg.max_len:
+      raise UserError(f"sequence length {T} exceeds model.max_len={cfg.max_len}")
+    positions_T = start + jnp.arange(T)
+
+    wte = self.param("wte", _dense_init(cfg.init_std, ("vocab", "embed")),
+                     (cfg.vocab_size, cfg.embed_dim))
+    x_BTD = jnp.take(wte, tokens_BT, axis=0).astype(dt)
+    if cfg.positions == "learned":
+      wpe = self.param("wpe", _dense_init(cfg.init_std, ("length", "embed")),
+                       (cfg.max_len, cfg.embed_dim))
+      x_BTD = x_BTD + jax.lax.dynamic_slice_in_dim(wpe, start, T, axis=0).astype(dt)[None]
+    x_BTD = nn.Dropout(cfg.dropout)(x_BTD, deterministic=deterministic)
+    x_BTD = _constrain(x_BTD, ("batch", "length", "embed"))
+
+    block_cls = Block
+    if cfg.remat != "none" and cache is None:
+      block_cls = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(5,))
+    new_cache = []
+    for i in range(cfg.num_layers):
+      layer_cache = None if cache is None else cache[i]
+      x_BTD, layer_new = block_cls(cfg, name=f"block_{i}")(x_BTD, positions_T, layer_cache, start,
+                                                           deterministic)
+      new_cache.append(layer_new)
+
+    x_BTD = Norm(cfg, name="ln_f")(x_BTD)
+    if cfg.tie_embeddings:
+      head_DV = wte.T
+    else:
+      head_DV = self.param("lm_head", _dense_init(cfg.init_std, ("embed", "vocab")),
+                           (cfg.embed_dim, cfg.vocab_size))
+    logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, head_DV.astype(dt),
+                            preferred_element_type=jnp.float32)
+    logits_BTV = _constrain(logits_BTV, ("batch", "length", "vocab"))
+    return logits_BTV if cache is None else (logits_BTV, new_cache)
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))

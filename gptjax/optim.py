@@ -1,0 +1,43 @@
+"""Optimiser from config: AdamW, linear warm-up then cosine decay, global-norm clipping.
+
+Weight decay applies to matrices and embeddings (ndim >= 2), never to biases or norm
+scales, as in GPT-2/nanoGPT. A task's trainable mask freezes the rest (zero updates).
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from gptjax.errors import UserError
+
+
+def learning_rate_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
+  decay_steps = optim_cfg.decay_steps or total_steps
+  if optim_cfg.warmup_steps >= decay_steps:
+    raise UserError(f"optim.warmup_steps={optim_cfg.warmup_steps} must be smaller than the "
+                    f"decay length {decay_steps} (optim.decay_steps or train.steps)")
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=optim_cfg.lr, warmup_steps=optim_cfg.warmup_steps,
+      decay_steps=decay_steps, end_value=optim_cfg.min_lr)
+
+
+def decay_mask(params):
+  return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(optim_cfg, total_steps: int, trainable=None) -> optax.GradientTransformation:
+  """`trainable`: optional bool tree; False leaves get no update and no optimizer state."""
+  if optim_cfg.lr <= 0:
+    raise UserError(f"optim.lr must be positive, got {optim_cfg.lr}")
+  chain = []
+  if optim_cfg.grad_clip:
+    chain.append(optax.clip_by_global_norm(optim_cfg.grad_clip))
+  chain.append(optax.adamw(
+      learning_rate_schedule(optim_cfg, total_steps), b1=optim_cfg.b1, b2=optim_cfg.b2,
+      eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay, mask=decay_mask))
+  tx = optax.chain(*chain)
+  if trainable is not None:
+    labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
+    tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+  return tx

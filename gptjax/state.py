@@ -1,0 +1,66 @@
+"""Train state born sharded: eval_shape -> logical specs -> mesh shardings -> jitted init.
+
+No array is ever materialised on one device and then split, so a model that only fits
+sharded can still be created; the same abstract, sharded state is the target checkpoints
+restore onto (on any mesh).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from gptjax import sharding
+from gptjax.model import GPT
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def _dummy_tokens(mesh) -> jax.Array:
+  # One row per data shard, so activation sharding constraints divide evenly during init.
+  return jnp.zeros((sharding.batch_divisor(mesh), 8), jnp.int32)
+
+
+def abstract_params(model: GPT, mesh):
+  """(unboxed abstract params, their shardings)."""
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_tokens(mesh))["params"])
+  return nn.unbox(boxed), sharding.param_shardings(mesh, boxed)
+
+
+def state_shardings(tx: optax.GradientTransformation, params_abstract, params_shardings, mesh):
+  """Optimizer moments follow their parameter's sharding; counters are replicated."""
+  opt_abstract = jax.eval_shape(tx.init, params_abstract)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, opt_abstract, params_shardings,
+      transform_non_params=lambda _: sharding.replicated(mesh))
+  return TrainState(step=sharding.replicated(mesh), params=params_shardings,
+                    opt_state=opt_shardings)
+
+
+def abstract_state(tx, params_abstract):
+  return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params_abstract,
+                    opt_state=jax.eval_shape(tx.init, params_abstract))
+
+
+def init_params(model: GPT, mesh, params_shardings, seed: int):
+  def init(rng):
+    return nn.unbox(model.init(rng, _dummy_tokens(mesh))["params"])
+  with sharding.rules_context(mesh):
+    return jax.jit(init, out_shardings=params_shardings)(jax.random.key(seed))
+
+
+def init_state(model: GPT, tx, mesh, shardings: TrainState, seed: int) -> TrainState:
+  params = init_params(model, mesh, shardings.params, seed)
+  opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+  step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
+  return TrainState(step=step, params=params, opt_state=opt_state)

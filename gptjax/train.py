@@ -1,0 +1,438 @@
+"""THE trainer: one jitted, sharded train step and the loop around it.
+
+    gptjax-train --config=configs/NAME.py[:ARG] --workdir=DIR [--config.a.b=VALUE ...]
+
+Re-running the same command on the same workdir resumes from the newest checkpoint exactly
+(train state, data-iterator position, metrics file). Objectives plug in through
+`gptjax.tasks`; the loop never branches on the task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_lib
+from gptjax.errors import UserError
+from gptjax.model import GPT, GPTConfig, count_params
+from gptjax.optim import learning_rate_schedule, make_optimizer
+from gptjax.tasks import make_task
+
+Hook = Callable[[int, Any], None]  # (completed steps, state), called after every step
+
+
+class NonFiniteLossError(UserError):
+  """Training produced NaN/inf; the newest checkpoint on disk is still the last good one."""
+
+
+def validate(config) -> None:
+  """Config mistakes as one clear line each, before anything is compiled."""
+  tr = config.train
+  checks = [
+      (tr.steps > 0, f"train.steps must be positive, got {tr.steps}"),
+      (tr.grad_accum > 0 and tr.batch_size % tr.grad_accum == 0,
+       f"train.batch_size={tr.batch_size} must divide by train.grad_accum={tr.grad_accum}"),
+      (tr.batch_size % jax.process_count() == 0,
+       f"train.batch_size={tr.batch_size} must divide by the {jax.process_count()} processes"),
+      (config.data.seq_len > 0, f"data.seq_len must be positive, got {config.data.seq_len}"),
+      (config.eval.every > 0 and config.checkpoint.every > 0 and tr.log_every > 0,
+       "eval.every, checkpoint.every and train.log_every must be positive"),
+      (0.0 < config.data.eval_fraction < 1.0, "data.eval_fraction must be in (0, 1)"),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise UserError(message)
+
+
+def check_batch_fits_mesh(config, mesh) -> None:
+  shards = sharding.batch_divisor(mesh)
+  micro = config.train.batch_size // config.train.grad_accum
+  if micro % shards:
+    raise UserError(f"microbatch train.batch_size/train.grad_accum={micro} must divide by "
+                    f"mesh.data*mesh.fsdp={shards}")
+  if config.data.eval_batch_size % shards:
+    raise UserError(f"data.eval_batch_size={config.data.eval_batch_size} must divide by "
+                    f"mesh.data*mesh.fsdp={shards}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The step functions
+
+
+def _microbatches(batch: dict, n: int) -> dict:
+  """[B, ...] -> [n, B/n, ...] taking every n-th row, so each device keeps an equal share."""
+  def split(x):
+    x = x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(None, ("data", "fsdp")))
+  return jax.tree_util.tree_map(split, batch)
+
+
+def _weighted_grads(task, params, batch, rng, frozen):
+  """Gradient of the weight-scaled loss, so microbatch sums equal the large-batch gradient."""
+  def scaled(p):
+    loss, aux = task.loss(p, batch, rng, frozen)
+    return loss * aux["weight"], aux
+  grads, aux = jax.grad(scaled, has_aux=True)(params)
+  return grads, aux
+
+
+def make_train_step(task, tx, grad_accum: int, seed: int, schedule: optax.Schedule):
+  """(state, batch, frozen) -> (state, metrics); jit and shard it with `jit_train_step`."""
+
+  def train_step(state, batch, frozen):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    if grad_accum == 1:
+      grads, aux = _weighted_grads(task, state.params, batch, rng, frozen)
+    else:
+      micro = _microbatches(batch, grad_accum)
+
+      def body(carry, xs):
+        index, mb = xs
+        g, a = _weighted_grads(task, state.params, mb, jax.random.fold_in(rng, index), frozen)
+        a = {k: v * a["weight"] if k != "weight" else v for k, v in a.items()}
+        return jax.tree_util.tree_map(jnp.add, carry, (g, a)), None
+
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+      aux_shape = jax.eval_shape(lambda: task.loss(state.params, jax.tree_util.tree_map(
+          lambda x: x[0], micro), rng, frozen)[1])
+      aux0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float32), aux_shape)
+      (grads, aux), _ = jax.lax.scan(body, (zeros, aux0), (jnp.arange(grad_accum), micro))
+      aux = {k: v / aux["weight"] if k != "weight" else v for k, v in aux.items()}
+    total = jnp.maximum(aux["weight"], 1e-9)
+    grads = jax.tree_util.tree_map(lambda g: g / total, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    out = {f"train/{k}": v for k, v in aux.items() if k != "weight"}
+    out["train/grad_norm"] = optax.global_norm(grads)
+    out["train/lr"] = schedule(state.step)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
+
+  return train_step
+
+
+def jit_train_step(step_fn, mesh, state_shardings, frozen_shardings=None):
+  return jax.jit(step_fn, donate_argnums=(0,),
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), frozen_shardings),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)))
+
+
+def make_eval_step(task, mesh):
+  """(params, batch, frozen) -> weighted sums of the task's metrics over the batch."""
+  def eval_step(params, batch, frozen):
+    _, aux = task.loss(params, batch, None, frozen)
+    w = aux["weight"]
+    return {k: (v * w if k != "weight" else w) for k, v in aux.items()}
+  return jax.jit(eval_step, in_shardings=(None, sharding.batch_sharding(mesh), None),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def evaluate(eval_step, params, frozen, eval_splits: dict, mesh, max_batches: int = 0) -> dict:
+  """Whole-split (or first `max_batches`) held-out metrics: weighted means over every token."""
+  results = {}
+  for split, make_iter in eval_splits.items():
+    sums = None
+    for i, batch in enumerate(make_iter()):
+      if max_batches and i >= max_batches:
+        break
+      out = eval_step(params, sharding.shard_batch(batch, mesh), frozen)
+      sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+    if sums is None:
+      raise UserError(f"held-out split {split!r} is empty: raise data.eval_fraction")
+    sums = jax.device_get(sums)
+    weight = float(sums.pop("weight"))
+    prefix = "eval" if split == "validation" else f"eval_{split}"
+    for k, v in sums.items():
+      results[f"{prefix}/{k}"] = float(v) / weight
+    results[f"{prefix}/perplexity"] = math.exp(min(results[f"{prefix}/loss"], 700.0))
+    results[f"{prefix}/tokens"] = weight
+  return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a run
+
+
+@dataclasses.dataclass
+class Run:
+  config: Any
+  mesh: Any
+  task: Any
+  datasets: Any
+  model: GPT
+  model_cfg: GPTConfig
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  shardings: state_lib.TrainState
+  abstract: state_lib.TrainState
+  frozen: Any
+
+
+def build_run(config, tokenizer=None) -> Run:
+  """Everything a run needs but its state; `tokenizer`: reuse a checkpoint's."""
+  validate(config)
+  sharding.maybe_initialize_distributed(config.train.distributed)
+  mesh = sharding.make_mesh(config.mesh)
+  check_batch_fits_mesh(config, mesh)
+  task = make_task(config)
+  datasets = task.datasets(tokenizer=tokenizer)
+  model_cfg = GPTConfig.from_config(config.model, datasets.tokenizer.vocab_size,
+                                    config.data.seq_len)
+  if config.data.seq_len > model_cfg.max_len:
+    raise UserError(f"data.seq_len={config.data.seq_len} exceeds model.max_len="
+                    f"{model_cfg.max_len}")
+  model = GPT(model_cfg)
+  task.bind(model)
+  params_abstract, params_shardings = state_lib.abstract_params(model, mesh)
+  tx = make_optimizer(config.optim, config.train.steps, task.trainable(params_abstract))
+  shardings = state_lib.state_shardings(tx, params_abstract, params_shardings, mesh)
+  return Run(config=config, mesh=mesh, task=task, datasets=datasets, model=model,
+             model_cfg=model_cfg, tx=tx,
+             schedule=learning_rate_schedule(config.optim, config.train.steps),
+             shardings=shardings, abstract=state_lib.abstract_state(tx, params_abstract),
+             frozen=task.init_frozen(mesh))
+
+
+def check_same_model(saved_config: dict, config, workdir: str) -> None:
+  """Refuse to resume a workdir that holds a different model, before touching its arrays."""
+  saved_model = saved_config.get("model", {})
+  diffs = [f"model.{k}: {saved_model.get(k)!r} saved vs {v!r} now"
+           for k, v in config.model.to_dict().items() if saved_model.get(k) != v]
+  if diffs:
+    raise UserError(f"workdir {workdir} holds a checkpoint of a different model ("
+                    + "; ".join(diffs) + "): use a new --workdir or the saved settings")
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class _MetricsWindow:
+  """Host-side means of step metrics between log rows, and the steps/time behind them."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self):
+    self.sums, self.count, self.steps, self.t0 = {}, 0, 0, time.perf_counter()
+
+  def add(self, row: dict):
+    for k, v in row.items():
+      self.sums[k] = self.sums.get(k, 0.0) + float(v)
+    self.count += 1
+
+  def row(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None) -> dict:
+    out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+    elapsed = max(time.perf_counter() - self.t0, 1e-9)
+    if self.steps:
+      tps = self.steps * tokens_per_step / elapsed
+      out["perf/tokens_per_sec"] = tps
+      out["perf/step_time"] = elapsed / self.steps
+      if peak_flops:
+        out["perf/mfu"] = tps * flops_per_token / peak_flops
+    return out
+
+
+def run_evaluation(run: Run, params, eval_step) -> dict:
+  """Held-out loss/perplexity over the eval splits plus the task's own evaluators."""
+  cfg = run.config
+  results = evaluate(eval_step, params, run.frozen, run.datasets.eval_splits, run.mesh,
+                     cfg.eval.max_batches)
+  for name, fn in run.task.evaluators().items():
+    results.update({f"eval/{name}/{k}": v for k, v in fn(params, run.frozen).items()})
+  return results
+
+
+def _check_finite(step: int, row: dict, ckpt: checkpoint.Checkpointer, workdir: str) -> None:
+  bad = {k: v for k, v in row.items() if k in ("train/loss", "train/grad_norm")
+         and not math.isfinite(float(v))}
+  if bad:
+    last = ckpt.latest_step()
+    kept = (f"the last good checkpoint, step {last}, is kept in {checkpoint.checkpoint_dir(workdir)}"
+            if last is not None else "no checkpoint had been written yet")
+    raise NonFiniteLossError(
+        f"non-finite {bad} at step {step}; training stopped and {kept}. Lower --config.optim.lr, "
+        "lengthen --config.optim.warmup_steps or set --config.optim.grad_clip")
+
+
+def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
+  """Train (or resume) to config.train.steps; returns the last eval metrics."""
+  cfg = config
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = checkpoint.Checkpointer(workdir, keep=cfg.checkpoint.keep,
+                                 keep_best=cfg.checkpoint.keep_best)
+  latest = ckpt.latest_step()
+  saved_tokenizer = None
+  if latest is not None:
+    saved_config, saved_tokenizer_json = ckpt.restore_meta(latest)
+    check_same_model(saved_config, cfg, workdir)
+    from gptjax.data import tokenizer_from_json
+    saved_tokenizer = tokenizer_from_json(saved_tokenizer_json)
+  run = build_run(cfg, tokenizer=saved_tokenizer)
+  mesh, ds = run.mesh, run.datasets
+  writer = metrics_lib.MetricsWriter(workdir)
+  is_main = jax.process_index() == 0
+  config_json = json.loads(cfg.to_json_best_effort())
+  tokenizer_json = ds.tokenizer.to_json()
+
+  if latest is not None:
+    target = checkpoint.abstract_with_shardings(run.abstract, run.shardings)
+    state, data_state = ckpt.restore_state(latest, target)
+    ds.train.set_state(data_state)
+    writer.truncate_after(latest)
+    if is_main:
+      print(f"resumed from {checkpoint.checkpoint_dir(workdir)} at step {latest}")
+  else:
+    state = state_lib.init_state(run.model, run.tx, mesh, run.shardings, cfg.seed)
+
+  n_params = count_params(state.params)
+  n_devices = jax.device_count()
+  tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+  flops_token = metrics_lib.flops_per_token(
+      n_params - state.params["wte"].size * (not run.model_cfg.tie_embeddings),
+      run.model_cfg.num_layers, cfg.data.seq_len, run.model_cfg.embed_dim)
+  peak = metrics_lib.peak_flops_per_device()
+  if is_main:
+    print(f"model: {n_params / 1e6:.2f}M params, vocab {run.model_cfg.vocab_size}; mesh "
+          f"{dict(mesh.shape)}; data: {ds.train_tokens:,} train / {ds.eval_tokens:,} held-out "
+          f"tokens; {cfg.train.steps} steps of {tokens_per_step:,} tokens")
+
+  step_fn = jit_train_step(make_train_step(run.task, run.tx, cfg.train.grad_accum, cfg.seed,
+                                           run.schedule), mesh, run.shardings)
+  eval_step = make_eval_step(run.task, mesh)
+  total = cfg.train.steps
+  start = int(jax.device_get(state.step))
+  progress = _progress_bar(is_main and cfg.train.progress, start, total)
+  window = _MetricsWindow()
+  pending = None  # (step, device metrics): fetched one step late so the host never stalls
+  eval_metrics: dict = {}
+
+  def drain():
+    nonlocal pending
+    if pending is not None:
+      s, dev = pending
+      pending = None
+      row = jax.device_get(dev)
+      _check_finite(s, row, ckpt, workdir)
+      window.add(row)
+
+  try:
+    with sharding.rules_context(mesh):
+      for step in range(start, total):
+        s = step + 1  # steps completed once this one is done
+        if step == cfg.train.profile_start:
+          jax.profiler.start_trace(os.path.join(workdir, "profile"))
+        batch = sharding.shard_batch(next(ds.train), mesh)
+        state, dev_metrics = step_fn(state, batch, run.frozen)
+        drain()
+        pending = (s, dev_metrics)
+        window.steps += 1
+        if step == start:  # the first step compiled: time throughput from here
+          jax.block_until_ready(dev_metrics)
+          window.t0, window.steps = time.perf_counter(), 0
+        if cfg.train.profile_start >= 0 and s == cfg.train.profile_start + cfg.train.profile_steps:
+          jax.block_until_ready(dev_metrics)
+          jax.profiler.stop_trace()
+        progress.update(1)
+
+        at_log, at_eval = s % cfg.train.log_every == 0, s % cfg.eval.every == 0 or s == total
+        at_ckpt = s % cfg.checkpoint.every == 0 or s == total
+        if at_log or at_eval or at_ckpt:
+          drain()  # these need this step's metrics, and a checkpoint needs a finite state
+        if at_log and window.count:
+          row = window.row(tokens_per_step, flops_token, peak and peak * n_devices)
+          writer.write(s, row)
+          progress.set_postfix(loss=f"{row['train/loss']:.4f}")
+          window.reset()
+        if at_eval:
+          eval_metrics = run_evaluation(run, state.params, eval_step)
+          writer.write(s, eval_metrics)
+          if is_main:
+            progress.write(f"step {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in
+                           eval_metrics.items() if k.endswith(("/loss", "perplexity"))))
+        if at_ckpt:
+          ckpt.save(s, state, ds.train.get_state(), config_json, tokenizer_json,
+                    metrics=eval_metrics if at_eval else None)
+        if at_eval or at_ckpt:  # keep their time out of the throughput figures
+          window.t0, window.steps = time.perf_counter(), 0
+        for hook in hooks:
+          hook(s, state)
+    drain()
+  finally:  # a started checkpoint is finished even when the loop dies
+    ckpt.wait()
+    ckpt.close()
+    progress.close()
+    writer.close()
+  return eval_metrics
+
+
+def _progress_bar(enabled: bool, start: int, total: int):
+  from tqdm import tqdm
+  return tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="step",
+              desc="train")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def run_cli(body: Callable[[], Any]) -> None:
+  """Run a CLI body; a user mistake is printed as one line and exit code 2, no traceback."""
+  import sys
+
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # Orbax and grain log every save/restore at INFO
+  try:
+    body()
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def main(argv=None) -> None:
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  import gptjax.config as config_module
+
+  flags_ = flags.FLAGS
+  config_flags.DEFINE_config_file("config", config_module.__file__,
+                                  "config file (default: the embedded default)")
+  flags.DEFINE_string("workdir", None, "run folder: checkpoints, metrics.jsonl, tensorboard")
+
+  def _main(_):
+    config = flags_.config
+    workdir = flags_.workdir or os.path.join("runs", "default")
+    sharding.split_host_cpu((config.train.batch_size // max(config.train.grad_accum, 1),
+                             config.data.eval_batch_size), config.train.cpu_devices)
+
+    def body():
+      final = train(config, workdir)
+      if jax.process_index() == 0:
+        _finish(config, workdir, final)
+    run_cli(body)
+
+  app.run(_main, argv=argv)
+
+
+def _finish(config, workdir: str, final: dict) -> None:
+  from gptjax import plots
+  print(json.dumps({k: round(v, 4) for k, v in final.items()}))
+  path = plots.plot_loss_curve(workdir)
+  print(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}; loss curve: {path}")
+  if config.train.sample_prompt:
+    from gptjax import generate
+    text = generate.sample_from_workdir(workdir, config.train.sample_prompt,
+                                        max_new_tokens=config.train.sample_tokens)
+    print("sample:\n" + text)
+
+
+if __name__ == "__main__":
+  main()

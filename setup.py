@@ -1,0 +1,41 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="gptjax",
+    version="0.1.0",
+    description="GPT-style language models in JAX/Flax: pretraining to chat, sharded, measured.",
+    packages=find_packages(include=["gptjax", "gptjax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7,<0.11",
+        "flax>=0.10.4,<0.13",
+        "optax>=0.2.4,<0.3",
+        "orbax-checkpoint>=0.11.5,<0.13",
+        "grain>=0.2.10,<0.3",
+        "tensorflow-datasets>=4.9.7,<5",
+        "array-record>=0.7,<0.9",
+        "importlib_resources>=6",  # tensorflow-datasets needs it for catalogue corpora
+        "sentencepiece>=0.2,<0.3",
+        "ml-collections>=1.0,<2",
+        "sacrebleu>=2.4,<3",
+        "safetensors>=0.4,<1",
+        "tensorboardX>=2.6,<3",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-xdist>=3.5"],
+        "gpu": ["jax[cuda12]>=0.7,<0.11"],
+        "tpu": ["jax[tpu]>=0.7,<0.11"],
+        "hf": ["transformers>=4.40", "torch>=2.3"],
+    },
+    entry_points={
+        "console_scripts": [
+            "gptjax-train=gptjax.train:main",
+            "gptjax-eval=gptjax.evaluate:main",
+            "gptjax-sample=gptjax.generate:main",
+            "gptjax-prepare=gptjax.data.prepare:main",
+        ]
+    },
+)
