@@ -31,8 +31,8 @@ def flops_per_token(num_params: int, num_layers: int, seq_len: int, embed_dim: i
                     causal: bool = False) -> float:
   """Training FLOPs per token, PaLM appendix B: 6N + 12*L*T*d (attention scores and values).
 
-  `causal=True` halves the attention term (only the lower triangle is needed). N counts
-  the non-embedding parameters plus the output head, as in the PaLM formula.
+  `causal=True` halves the attention term (only the lower triangle is needed). N counts the
+  parameters used in matrix multiplies (the output head included, lookup tables not).
   """
   attention = 12 * num_layers * seq_len * embed_dim
   return 6 * num_params + (attention / 2 if causal else attention)

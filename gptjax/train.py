@@ -200,11 +200,16 @@ def build_run(config, tokenizer=None) -> Run:
              frozen=task.init_frozen(mesh))
 
 
+# How a model runs, not what it is: these may change between a run and its resumption.
+RUNTIME_MODEL_KEYS = ("dtype", "attention", "remat", "dropout")
+
+
 def check_same_model(saved_config: dict, config, workdir: str) -> None:
   """Refuse to resume a workdir that holds a different model, before touching its arrays."""
   saved_model = saved_config.get("model", {})
   diffs = [f"model.{k}: {saved_model.get(k)!r} saved vs {v!r} now"
-           for k, v in config.model.to_dict().items() if saved_model.get(k) != v]
+           for k, v in config.model.to_dict().items()
+           if k not in RUNTIME_MODEL_KEYS and saved_model.get(k) != v]
   if diffs:
     raise UserError(f"workdir {workdir} holds a checkpoint of a different model ("
                     + "; ".join(diffs) + "): use a new --workdir or the saved settings")
@@ -295,9 +300,10 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   n_params = count_params(state.params)
   n_devices = jax.device_count()
   tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
-  flops_token = metrics_lib.flops_per_token(
-      n_params - state.params["wte"].size * (not run.model_cfg.tie_embeddings),
-      run.model_cfg.num_layers, cfg.data.seq_len, run.model_cfg.embed_dim)
+  lookups = (state.params["wpe"].size if "wpe" in state.params else 0) + (
+      0 if run.model_cfg.tie_embeddings else state.params["wte"].size)  # tables, no matmul
+  flops_token = metrics_lib.flops_per_token(n_params - lookups, run.model_cfg.num_layers,
+                                            cfg.data.seq_len, run.model_cfg.embed_dim)
   peak = metrics_lib.peak_flops_per_device()
   if is_main:
     print(f"model: {n_params / 1e6:.2f}M params, vocab {run.model_cfg.vocab_size}; mesh "

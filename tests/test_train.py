@@ -143,12 +143,14 @@ def cli(*args, cwd=REPO):
 def test_cli_trains_evaluates_and_samples_on_the_tiny_config(tmp_path):
   workdir, data = str(tmp_path / "w"), str(tmp_path / "data")
   out = cli("gptjax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
-            f"--config.data.data_dir={data}", "--config.train.sample_prompt=def ")
+            f"--config.data.data_dir={data}", "--config.train.sample_prompt=def ",
+            "--config.train.profile_start=3", "--config.train.profile_steps=2")
   assert out.returncode == 0, out.stderr[-3000:]
   rows = read_metrics(workdir)
   assert rows[-1]["step"] == 20 and "eval/loss" in rows[-1] and "eval/perplexity" in rows[-1]
   assert os.path.exists(os.path.join(workdir, "loss_curve.png"))
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.*"))
+  assert glob.glob(os.path.join(workdir, "profile", "**", "*.xplane.pb"), recursive=True)
   assert "sample:\ndef " in out.stdout
 
   out = cli("gptjax.evaluate", f"--workdir={workdir}")
