@@ -1,6 +1,7 @@
 """Reproduce nanoGPT's character-level Shakespeare and record the figures the README shows.
 
     python -m experiments.reproduce_nanogpt [--arg=cpu] [--data=../shared/data/tinyshakespeare/input.txt]
+        [--name=STEM] [-- --config.seed=1 ...]
 
 Times the whole `gptjax-train` command as a user runs it (start-up, data preparation,
 compilation, evaluations and the final sample included), then writes
@@ -31,9 +32,11 @@ def main():
   parser.add_argument("--data", default="../shared/data/tinyshakespeare/input.txt")
   parser.add_argument("--workdir", default=None)
   parser.add_argument("--out", default="docs/results")
+  parser.add_argument("--name", default=None, help="result file stem (default shakespeare_char_ARG)")
   parser.add_argument("overrides", nargs="*", help="extra --config.x=y flags")
   args = parser.parse_args()
-  workdir = args.workdir or f"runs/shakespeare_char_{args.arg}"
+  name = args.name or f"shakespeare_char_{args.arg}"
+  workdir = args.workdir or f"runs/{name}"
   shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, not a resume
   config = "configs/shakespeare_char.py" + (f":{args.arg}" if args.arg != "gpu" else "")
   cmd = [sys.executable, "-m", "gptjax.train", f"--config={config}", f"--workdir={workdir}",
@@ -56,11 +59,11 @@ def main():
       "reference": NANOGPT.get(args.arg),
   }
   os.makedirs(args.out, exist_ok=True)
-  stem = os.path.join(args.out, f"shakespeare_char_{args.arg}")
+  stem = os.path.join(args.out, name)
   with open(stem + ".json", "w") as f:
     json.dump(result, f, indent=2)
   plot_loss_curve(workdir, stem + ".png",
-                  title=f"shakespeare_char:{args.arg}: held-out {result['final_eval_loss']}, "
+                  title=f"{name}: held-out {result['final_eval_loss']}, "
                         f"{result['wall_s']:.0f}s wall")
   print(json.dumps(result, indent=2))
 

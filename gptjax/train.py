@@ -380,9 +380,13 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
 
 
 def _progress_bar(enabled: bool, start: int, total: int):
+  import sys
+
   from tqdm import tqdm
+  # Redraw often on a terminal; into a log file, a line every 30 s rather than thousands.
+  interval = 0.1 if sys.stderr.isatty() else 30.0
   return tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="step",
-              desc="train")
+              desc="train", mininterval=interval, maxinterval=max(10.0, interval))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""The throughput harness measures the real train step and writes its table."""
+
+import json
+
+from gptjax.metrics import flops_per_token
+from test_train import load_config
+
+
+def test_flops_per_token_is_palm_formula():
+  # GPT-2 124M at T=1024: 6N + 12*L*T*d with N = 124M - 786k position table = 123.6M.
+  n, L, T, d = 85_000_000 + 38_597_376, 12, 1024, 768
+  assert flops_per_token(n, L, T, d) == 6 * n + 12 * L * T * d
+  assert flops_per_token(n, L, T, d, causal=True) == 6 * n + 6 * L * T * d
+
+
+def test_harness_times_the_real_step_and_writes_the_table(tmp_path, monkeypatch):
+  from benchmarks import throughput
+  config = load_config("tiny")
+  config.data.data_dir = str(tmp_path / "data")
+  result = throughput.measure_gptjax(config, windows=2, steps=2, warmup=1)
+  assert result["tokens_per_sec"] > 0 and result["compile_s"] > 0
+  assert result["step_time_min_s"] <= result["step_time_median_s"] <= result["step_time_max_s"]
+  assert result["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
+  assert result["mfu"] is None  # no peak FLOP/s is known for a CPU
+
+  monkeypatch.setattr(throughput, "RESULTS", str(tmp_path))
+  shape = {"num_layers": 2, "num_heads": 4, "embed_dim": 32, "seq_len": 32, "batch_size": 8}
+  with open(tmp_path / "tiny.json", "w") as f:
+    json.dump({"gptjax": result, "shape": shape,
+               "torch": {"tokens_per_sec": result["tokens_per_sec"] / 2}}, f)
+  table = throughput.write_table()
+  row = [line for line in table.splitlines() if line.startswith("| tiny ")][0]
+  assert "2.00x" in row and "2 x 32, 32, 8" in row
