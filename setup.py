@@ -28,7 +28,9 @@ setup(
         "dev": ["pytest>=8", "pytest-xdist>=3.5"],
         "gpu": ["jax[cuda12]>=0.7,<0.11"],
         "tpu": ["jax[tpu]>=0.7,<0.11"],
-        "hf": ["transformers>=4.40", "torch>=2.3"],
+        "hf": ["transformers>=4.42", "torch>=2.3"],
+        # PyTorch reference for benchmarks/ only; gptjax itself never imports torch.
+        "bench": ["torch>=2.3", "transformers>=4.42"],
     },
     entry_points={
         "console_scripts": [
