@@ -21,6 +21,8 @@ def get_config(arg=None):
   c.model.vocab_multiple = 128
   c.model.dtype = "bfloat16"
   c.model.attention = "auto"
+  # float32 logits of one 64 x 1024 microbatch over 50304 pieces would be 13 GB: chunk them.
+  c.task.loss_chunk = 128
   c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 6e-4, 6e-5, 700
   c.optim.b2 = 0.95
   c.train.steps = 19073  # 10B tokens at 524,288 tokens a step
@@ -40,6 +42,7 @@ def get_config(arg=None):
     c.data.eval_batch_size = 8
     c.model.num_layers, c.model.num_heads, c.model.embed_dim = 2, 4, 64
     c.model.dtype = "float32"
+    c.task.loss_chunk = 16  # keeps the chunked path exercised by the smoke run
     c.train.steps, c.train.batch_size, c.train.grad_accum = 2, 8, 2
     c.optim.warmup_steps = 1
     c.eval.max_batches = 2

@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.random_offset = False  # shift the window grid by a seeded random offset every epoch
   d.eval_batch_size = 64  # global sequences per eval batch
   d.worker_count = 0  # grain worker processes (0 = in the main process)
+  d.prefetch = 2  # batches copied to the devices ahead of the step that uses them (0 = none)
   d.tokenizer = t = ml_collections.ConfigDict()
   t.kind = "sentencepiece"  # "sentencepiece" or "char"
   t.path = ""  # a trained tokenizer file to use; "" = train one from the corpus on first use
@@ -99,6 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "lm"  # objective, from gptjax.tasks.TASKS
+  c.task.loss_chunk = 0  # positions per chunk of output layer + cross-entropy (0 = all at once)
   return c
 
 

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gptjax import attention
 from gptjax.errors import UserError
 
 Cache = list[dict[str, jax.Array]]  # per layer {"k": [B,S,K,H], "v": [B,S,K,H]}
@@ -181,7 +182,7 @@ class Attention(nn.Module):
 
     new_cache = None
     if layer_cache is None:
-      impl = None if cfg.attention == "auto" else cfg.attention
+      impl = attention.resolve(cfg.attention, cfg.dtype, cfg.head_dim)
       out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, is_causal=True,
                                               implementation=impl)
     else:
@@ -250,7 +251,9 @@ class GPT(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BT, *, deterministic: bool = True, cache: Cache | None = None,
-               start: Any = 0):
+               start: Any = 0, return_hidden: bool = False):
+    """Logits; or with `return_hidden`, (final hidden states, output head) for a loss that
+    computes logits chunk by chunk (gptjax.losses.chunked_cross_entropy)."""
     cfg = self.cfg
     dt, T = cfg.compute_dtype, tokens_BT.shape[1]
     if cache is None and T > cfg.max_len:
@@ -283,6 +286,8 @@ class GPT(nn.Module):
     else:
       head_DV = self.param("lm_head", _dense_init(cfg.init_std, ("embed", "vocab")),
                            (cfg.embed_dim, cfg.vocab_size))
+    if return_hidden:
+      return x_BTD, head_DV
     logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, head_DV.astype(dt),
                             preferred_element_type=jnp.float32)
     logits_BTV = _constrain(logits_BTV, ("batch", "length", "vocab"))

@@ -24,6 +24,7 @@ from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_
 from gptjax.errors import UserError
 from gptjax.model import GPT, GPTConfig, count_params
 from gptjax.optim import learning_rate_schedule, make_optimizer
+from gptjax.prefetch import DevicePrefetcher
 from gptjax.tasks import make_task
 
 Hook = Callable[[int, Any], None]  # (completed steps, state), called after every step
@@ -317,6 +318,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   start = int(jax.device_get(state.step))
   progress = _progress_bar(is_main and cfg.train.progress, start, total)
   window = _MetricsWindow()
+  batches = DevicePrefetcher(ds.train, mesh, cfg.data.prefetch)
   pending = None  # (step, device metrics): fetched one step late so the host never stalls
   eval_metrics: dict = {}
 
@@ -335,7 +337,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
         s = step + 1  # steps completed once this one is done
         if step == cfg.train.profile_start:
           jax.profiler.start_trace(os.path.join(workdir, "profile"))
-        batch = sharding.shard_batch(next(ds.train), mesh)
+        batch = next(batches)
         state, dev_metrics = step_fn(state, batch, run.frozen)
         drain()
         pending = (s, dev_metrics)
@@ -364,7 +366,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
             progress.write(f"step {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in
                            eval_metrics.items() if k.endswith(("/loss", "perplexity"))))
         if at_ckpt:
-          ckpt.save(s, state, ds.train.get_state(), config_json, tokenizer_json,
+          ckpt.save(s, state, batches.get_state(), config_json, tokenizer_json,
                     metrics=eval_metrics if at_eval else None)
         if at_eval or at_ckpt:  # keep their time out of the throughput figures
           window.t0, window.steps = time.perf_counter(), 0

@@ -109,3 +109,18 @@ def test_bad_model_settings_name_the_setting(bad, match):
   with pytest.raises(UserError, match=match):
     GPTConfig(**{**dict(vocab_size=61, num_layers=2, num_heads=4, embed_dim=32, max_len=24),
                  **bad})
+
+
+def test_attention_falls_back_to_xla_with_a_reason(caplog):
+  from gptjax import attention
+  assert attention.resolve("auto", "bfloat16", 64, "gpu") == "cudnn"
+  assert attention.resolve("auto", "float32", 64, "gpu") == "xla"
+  assert attention.resolve("auto", "bfloat16", 64, "cpu") == "xla"
+  with caplog.at_level("WARNING"):
+    assert attention.resolve("cudnn", "bfloat16", 96 + 4, "gpu") == "xla"
+  assert "head dimension 100" in caplog.text
+  # and a model asking for cudnn still runs here, on XLA
+  _, model, params, tokens = make(GPT2, attention="cudnn")
+  ref_model = make(GPT2)[1]
+  np.testing.assert_array_equal(model.apply({"params": params}, tokens),
+                                ref_model.apply({"params": params}, tokens))

@@ -7,6 +7,17 @@ import jax
 from gptjax import losses
 
 
+def token_losses(model, params, inputs_BT, targets_BT, rng, loss_chunk: int = 0):
+  """Per-token next-token loss and top-1 hit; dropout on when `rng` is given."""
+  rngs = None if rng is None else {"dropout": rng}
+  kwargs = dict(deterministic=rng is None, rngs=rngs)
+  if loss_chunk:
+    hidden, head = model.apply({"params": params}, inputs_BT, return_hidden=True, **kwargs)
+    return losses.chunked_cross_entropy(hidden, head, targets_BT, loss_chunk)
+  logits = model.apply({"params": params}, inputs_BT, **kwargs)
+  return losses.token_cross_entropy(logits, targets_BT), losses.accuracy(logits, targets_BT)
+
+
 class LMTask:
 
   def __init__(self, config):
@@ -27,11 +38,10 @@ class LMTask:
     """batch: tokens int32[B, T+1], optional mask float[B, T] (0 = padding, not counted)."""
     tokens = batch["tokens"]
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    rngs = None if rng is None else {"dropout": rng}
-    logits = self.model.apply({"params": params}, inputs, deterministic=rng is None, rngs=rngs)
-    loss, weight = losses.masked_mean(losses.token_cross_entropy(logits, targets),
-                                      batch.get("mask"))
-    acc, _ = losses.masked_mean(losses.accuracy(logits, targets), batch.get("mask"))
+    loss_BT, hit_BT = token_losses(self.model, params, inputs, targets, rng,
+                                   self.config.task.loss_chunk)
+    loss, weight = losses.masked_mean(loss_BT, batch.get("mask"))
+    acc, _ = losses.masked_mean(hit_BT, batch.get("mask"))
     return loss, {"loss": loss, "accuracy": acc, "weight": weight}
 
   def trainable(self, params):
