@@ -1,13 +1,16 @@
 """Throughput of a config's real train step, side by side with a PyTorch reference.
 
     python -m benchmarks.throughput --config=configs/shakespeare_char.py:cpu \
-        [--config.x=y ...] [--torch] [--windows=5 --steps=20 --warmup=3] [--name=NAME]
+        [--config.x=y ...] [--torch] [--rounds=3] [--windows=5 --steps=20 --warmup=3]
+        [--name=NAME]
 
 Builds the run exactly as `gptjax-train` does (same mesh, sharding, task, optimizer, donated
 state), pulls real batches from the data pipeline and puts them on the devices before the
 clock starts, then times `windows` windows of `steps` back-to-back steps with no host
-synchronisation inside a window (one block_until_ready at each window's end). Step time is
-window time / steps; the median and spread are over windows.
+synchronisation inside a window (one block_until_ready at each window's end; on a
+multi-device CPU host every step is awaited, as in the trainer, see
+gptjax.sharding.must_sync_each_step). Step time is window time / steps; the median and
+spread are over windows.
 
 FLOPs per token follow PaLM (appendix B): 6N + 12*L*T*d, N the parameters used in matrix
 multiplies; the causal figure halves the attention term. MFU = tokens/s * FLOPs/token /
@@ -51,10 +54,13 @@ def measure_gptjax(config, windows: int, steps: int, warmup: int) -> dict:
       state, out = compiled(state, batch, run.frozen)
     jax.block_until_ready(out)
     window_times = []
+    sync_each_step = sharding.must_sync_each_step()  # as the trainer does; see there
     for w in range(windows):
       t0 = time.perf_counter()
       for batch in batches[warmup + w * steps: warmup + (w + 1) * steps]:
         state, out = compiled(state, batch, run.frozen)
+        if sync_each_step:
+          jax.block_until_ready(out)
       jax.block_until_ready(out)
       window_times.append((time.perf_counter() - t0) / steps)
   loss = float(jax.device_get(out["train/loss"]))
@@ -87,6 +93,24 @@ def measure_gptjax(config, windows: int, steps: int, warmup: int) -> dict:
       "peak_host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "final_loss": loss,
   }
+
+
+def measure_torch_in_subprocess(config, vocab_size: int, steps: int, warmup: int) -> dict:
+  """The PyTorch reference in its own process: its thread pools never meet XLA's."""
+  import subprocess
+  args = [sys.executable, "-m", "benchmarks.torch_reference", f"--vocab_size={vocab_size}",
+          f"--num_layers={config.model.num_layers}", f"--num_heads={config.model.num_heads}",
+          f"--embed_dim={config.model.embed_dim}", f"--seq_len={config.data.seq_len}",
+          f"--batch_size={config.train.batch_size}", f"--steps={steps}", f"--warmup={warmup}",
+          f"--dropout={config.model.dropout}",
+          "--dtype=" + ("bfloat16" if config.model.dtype == "bfloat16" else "float32")]
+  if not config.model.use_bias:
+    args.append("--no_bias")
+  out = subprocess.run(args, capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if out.returncode:
+    raise RuntimeError(f"PyTorch reference failed:\n{out.stderr[-2000:]}")
+  return json.loads(out.stdout[out.stdout.index("{"):])
 
 
 def write_table() -> str:
@@ -128,6 +152,7 @@ def main(argv=None) -> None:
   flags.DEFINE_integer("windows", 5, "timed windows (median and spread are over these)")
   flags.DEFINE_integer("steps", 20, "back-to-back steps per window")
   flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
+  flags.DEFINE_integer("rounds", 1, "alternating gptjax/PyTorch rounds; each reports its median")
   flags.DEFINE_bool("torch", False, "also time Hugging Face GPT-2 in PyTorch at the same shape")
   flags.DEFINE_string("name", None, "result name (default: config file and arg)")
   FLAGS = flags.FLAGS
@@ -146,15 +171,21 @@ def main(argv=None) -> None:
           "shape": {"num_layers": config.model.num_layers, "num_heads": config.model.num_heads,
                     "embed_dim": config.model.embed_dim, "seq_len": config.data.seq_len,
                     "batch_size": config.train.batch_size},
-          "gptjax": measure_gptjax(config, FLAGS.windows, FLAGS.steps, FLAGS.warmup),
       }
+      # Alternate the frameworks for `rounds` rounds, so a noisy machine slows both alike;
+      # each side reports its median round.
+      runs = {"gptjax": [], "torch": []}
+      for _ in range(FLAGS.rounds):
+        runs["gptjax"].append(measure_gptjax(config, FLAGS.windows, FLAGS.steps, FLAGS.warmup))
+        if FLAGS.torch:
+          runs["torch"].append(measure_torch_in_subprocess(
+              config, runs["gptjax"][0]["vocab_size"], FLAGS.windows * FLAGS.steps,
+              FLAGS.warmup))
+      for side, rounds in runs.items():
+        if rounds:
+          result[side] = _median_round(rounds)
+          result[f"{side}_rounds_tokens_per_sec"] = [r["tokens_per_sec"] for r in rounds]
       if FLAGS.torch:
-        from benchmarks.torch_reference import measure_torch_gpt2
-        shape = result["shape"]
-        result["torch"] = measure_torch_gpt2(
-            vocab_size=result["gptjax"]["vocab_size"], **shape, steps=FLAGS.windows * FLAGS.steps,
-            warmup=FLAGS.warmup, use_bias=config.model.use_bias, dropout=config.model.dropout,
-            dtype=config.model.dtype)
         result["gptjax_over_torch"] = (result["gptjax"]["tokens_per_sec"]
                                        / result["torch"]["tokens_per_sec"])
       name = FLAGS.name or _default_name(sys.argv)
@@ -166,6 +197,10 @@ def main(argv=None) -> None:
     run_cli(body)
 
   app.run(_main, argv=argv)
+
+
+def _median_round(rounds: list[dict]) -> dict:
+  return sorted(rounds, key=lambda r: r["tokens_per_sec"])[len(rounds) // 2]
 
 
 def _default_name(argv) -> str:

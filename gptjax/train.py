@@ -319,6 +319,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   progress = _progress_bar(is_main and cfg.train.progress, start, total)
   window = _MetricsWindow()
   batches = DevicePrefetcher(ds.train, mesh, cfg.data.prefetch)
+  sync_each_step = sharding.must_sync_each_step()
   pending = None  # (step, device metrics): fetched one step late so the host never stalls
   eval_metrics: dict = {}
 
@@ -339,6 +340,8 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
           jax.profiler.start_trace(os.path.join(workdir, "profile"))
         batch = next(batches)
         state, dev_metrics = step_fn(state, batch, run.frozen)
+        if sync_each_step:
+          jax.block_until_ready(dev_metrics)
         drain()
         pending = (s, dev_metrics)
         window.steps += 1
