@@ -83,6 +83,13 @@ def read_metrics(workdir: str) -> list[dict]:
   return [json.loads(line) for line in read_lines(os.path.join(workdir, "metrics.jsonl"))]
 
 
+def last_eval(workdir: str) -> dict:
+  """The newest eval row of a run (without its step), or {} if it has none yet."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  rows = [r for r in read_metrics(workdir) if "eval/loss" in r] if os.path.exists(path) else []
+  return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
+
+
 def _to_python(v):
   if hasattr(v, "item"):
     v = v.item()

@@ -321,7 +321,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   batches = DevicePrefetcher(ds.train, mesh, cfg.data.prefetch)
   sync_each_step = sharding.must_sync_each_step()
   pending = None  # (step, device metrics): fetched one step late so the host never stalls
-  eval_metrics: dict = {}
+  eval_metrics: dict = metrics_lib.last_eval(workdir)  # what a finished run re-run reports
 
   def drain():
     nonlocal pending
@@ -403,7 +403,7 @@ def run_cli(body: Callable[[], Any]) -> None:
   import sys
 
   from absl import logging
-  logging.set_verbosity(logging.WARNING)  # Orbax and grain log every save/restore at INFO
+  logging.set_verbosity(logging.ERROR)  # Orbax logs every save/restore, and read-only opens
   try:
     body()
   except UserError as e:
