@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import ml_collections
 
 from gptjax import checkpoint, sharding, state as state_lib
@@ -53,7 +52,3 @@ def load_workdir(workdir: str, step: int | None = None) -> Loaded:
   ckpt.close()
   return Loaded(config=config, model=model, params=params, tokenizer=tokenizer, mesh=mesh,
                 step=step)
-
-
-def replicate_on(mesh, tree):
-  return jax.device_put(tree, sharding.replicated(mesh))

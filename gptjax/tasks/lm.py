@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import jax
-
 from gptjax import losses
 
 
