@@ -159,7 +159,7 @@ def main(argv=None) -> None:
 
   def _main(_):
     from gptjax import sharding
-    from gptjax.train import run_cli
+    from gptjax.errors import run_cli
     config = FLAGS.config
     sharding.split_host_cpu((config.train.batch_size // config.train.grad_accum,
                              config.data.eval_batch_size), config.train.cpu_devices)

@@ -42,7 +42,7 @@ def evaluate_workdir(workdir: str, split: str = "validation", step: int | None =
 def main(argv=None) -> None:
   from absl import app, flags
 
-  from gptjax.train import run_cli
+  from gptjax.errors import run_cli
 
   flags.DEFINE_string("workdir", None, "run folder written by gptjax-train", required=True)
   flags.DEFINE_string("split", "validation", "held-out split to evaluate")

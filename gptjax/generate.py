@@ -114,7 +114,7 @@ def main(argv=None) -> None:
   from absl import app, flags
 
   from gptjax.load import load_workdir
-  from gptjax.train import run_cli
+  from gptjax.errors import run_cli
 
   flags.DEFINE_string("workdir", None, "run folder written by gptjax-train", required=True)
   flags.DEFINE_string("prompt", "", "text to continue")

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_lib
-from gptjax.errors import UserError
+from gptjax.errors import UserError, run_cli
 from gptjax.model import GPT, GPTConfig, count_params
 from gptjax.optim import learning_rate_schedule, make_optimizer
 from gptjax.prefetch import DevicePrefetcher
@@ -396,19 +396,6 @@ def _progress_bar(enabled: bool, start: int, total: int):
 
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def run_cli(body: Callable[[], Any]) -> None:
-  """Run a CLI body; a user mistake is printed as one line and exit code 2, no traceback."""
-  import sys
-
-  from absl import logging
-  logging.set_verbosity(logging.ERROR)  # Orbax logs every save/restore, and read-only opens
-  try:
-    body()
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
 
 
 def main(argv=None) -> None:

@@ -130,7 +130,7 @@ def main() -> None:
 
   # Defined here, not at import: the trainer defines its own --config flag.
   from gptjax import config as config_module  # pylint: disable=g-import-not-at-top
-  from gptjax.train import run_cli  # pylint: disable=g-import-not-at-top
+  from gptjax.errors import run_cli  # pylint: disable=g-import-not-at-top
 
   config_flag = config_flags.DEFINE_config_file(
       "config", config_module.__file__, "config file, configs/NAME.py[:ARG] (default: embedded)")
