@@ -38,12 +38,11 @@ def measure_gptjax(config, windows: int, steps: int, warmup: int) -> dict:
 
   from gptjax import metrics as metrics_lib, sharding, state as state_lib
   from gptjax.model import count_params
-  from gptjax.train import build_run, jit_train_step, make_train_step
+  from gptjax.train import build_run, jitted_step
 
   run = build_run(config)
   state = state_lib.init_state(run.model, run.tx, run.mesh, run.shardings, config.seed)
-  step_fn = jit_train_step(make_train_step(run.task, run.tx, config.train.grad_accum,
-                                           config.seed, run.schedule), run.mesh, run.shardings)
+  step_fn = jitted_step(run)
   batches = [sharding.shard_batch(next(run.datasets.train), run.mesh)
              for _ in range(warmup + windows * steps)]
   with sharding.rules_context(run.mesh):
@@ -67,12 +66,9 @@ def measure_gptjax(config, windows: int, steps: int, warmup: int) -> dict:
 
   cfg = run.model_cfg
   params = count_params(state.params)
-  lookups = (state.params["wpe"].size if "wpe" in state.params else 0) + (
-      0 if cfg.tie_embeddings else state.params["wte"].size)
   seq_len = config.data.seq_len
-  flops = metrics_lib.flops_per_token(params - lookups, cfg.num_layers, seq_len, cfg.embed_dim)
-  flops_causal = metrics_lib.flops_per_token(params - lookups, cfg.num_layers, seq_len,
-                                             cfg.embed_dim, causal=True)
+  flops = metrics_lib.model_flops_per_token(state.params, cfg, seq_len)
+  flops_causal = metrics_lib.model_flops_per_token(state.params, cfg, seq_len, causal=True)
   median = statistics.median(window_times)
   tokens_per_sec = config.train.batch_size * seq_len / median
   peak = metrics_lib.peak_flops_per_device()
@@ -161,8 +157,7 @@ def main(argv=None) -> None:
     from gptjax import sharding
     from gptjax.errors import run_cli
     config = FLAGS.config
-    sharding.split_host_cpu((config.train.batch_size // config.train.grad_accum,
-                             config.data.eval_batch_size), config.train.cpu_devices)
+    sharding.split_host_cpu_for(config)
 
     def body():
       result = {

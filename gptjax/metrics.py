@@ -38,6 +38,15 @@ def flops_per_token(num_params: int, num_layers: int, seq_len: int, embed_dim: i
   return 6 * num_params + (attention / 2 if causal else attention)
 
 
+def model_flops_per_token(params, model_cfg, seq_len: int, causal: bool = False) -> float:
+  """flops_per_token for a GPT's params: lookup tables (positions, untied input embedding)
+  do no matrix multiply, so they are left out of N."""
+  n = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  lookups = (params["wpe"].size if "wpe" in params else 0) + (
+      0 if model_cfg.tie_embeddings else params["wte"].size)
+  return flops_per_token(n - lookups, model_cfg.num_layers, seq_len, model_cfg.embed_dim, causal)
+
+
 class MetricsWriter:
   """Writes from process 0 only; `truncate_after(step)` drops rows a resumed run will redo."""
 

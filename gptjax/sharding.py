@@ -52,6 +52,12 @@ def split_host_cpu(batch_sizes: tuple[int, ...], requested: int = 0) -> None:
   os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
+def split_host_cpu_for(config) -> None:
+  """split_host_cpu with the batch sizes a run's mesh must divide (call before using jax)."""
+  split_host_cpu((config.train.batch_size // max(config.train.grad_accum, 1),
+                  config.data.eval_batch_size), config.train.cpu_devices)
+
+
 def must_sync_each_step() -> bool:
   """True on a multi-device CPU host: there, wait for each step before queueing the next.
 

@@ -205,6 +205,13 @@ def build_run(config, tokenizer=None) -> Run:
 RUNTIME_MODEL_KEYS = ("dtype", "attention", "remat", "dropout")
 
 
+def jitted_step(run: Run):
+  """The run's sharded, donated train step: what the loop and the benchmarks execute."""
+  cfg = run.config
+  return jit_train_step(make_train_step(run.task, run.tx, cfg.train.grad_accum, cfg.seed,
+                                        run.schedule), run.mesh, run.shardings)
+
+
 def check_same_model(saved_config: dict, config, workdir: str) -> None:
   """Refuse to resume a workdir that holds a different model, before touching its arrays."""
   saved_model = saved_config.get("model", {})
@@ -301,18 +308,14 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   n_params = count_params(state.params)
   n_devices = jax.device_count()
   tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
-  lookups = (state.params["wpe"].size if "wpe" in state.params else 0) + (
-      0 if run.model_cfg.tie_embeddings else state.params["wte"].size)  # tables, no matmul
-  flops_token = metrics_lib.flops_per_token(n_params - lookups, run.model_cfg.num_layers,
-                                            cfg.data.seq_len, run.model_cfg.embed_dim)
+  flops_token = metrics_lib.model_flops_per_token(state.params, run.model_cfg, cfg.data.seq_len)
   peak = metrics_lib.peak_flops_per_device()
   if is_main:
     print(f"model: {n_params / 1e6:.2f}M params, vocab {run.model_cfg.vocab_size}; mesh "
           f"{dict(mesh.shape)}; data: {ds.train_tokens:,} train / {ds.eval_tokens:,} held-out "
           f"tokens; {cfg.train.steps} steps of {tokens_per_step:,} tokens")
 
-  step_fn = jit_train_step(make_train_step(run.task, run.tx, cfg.train.grad_accum, cfg.seed,
-                                           run.schedule), mesh, run.shardings)
+  step_fn = jitted_step(run)
   eval_step = make_eval_step(run.task, mesh)
   total = cfg.train.steps
   start = int(jax.device_get(state.step))
@@ -388,7 +391,7 @@ def _progress_bar(enabled: bool, start: int, total: int):
   import sys
 
   from tqdm import tqdm
-  # Redraw often on a terminal; into a log file, a line every 30 s rather than thousands.
+  # Redraw often on a terminal; into a log file only every 30 s (and at each log row).
   interval = 0.1 if sys.stderr.isatty() else 30.0
   return tqdm(total=total, initial=start, disable=not enabled, dynamic_ncols=True, unit="step",
               desc="train", mininterval=interval, maxinterval=max(10.0, interval))
@@ -412,8 +415,7 @@ def main(argv=None) -> None:
   def _main(_):
     config = flags_.config
     workdir = flags_.workdir or os.path.join("runs", "default")
-    sharding.split_host_cpu((config.train.batch_size // max(config.train.grad_accum, 1),
-                             config.data.eval_batch_size), config.train.cpu_devices)
+    sharding.split_host_cpu_for(config)
 
     def body():
       final = train(config, workdir)

@@ -31,3 +31,18 @@ def test_harness_times_the_real_step_and_writes_the_table(tmp_path, monkeypatch)
   table = throughput.write_table()
   row = [line for line in table.splitlines() if line.startswith("| tiny ")][0]
   assert "2.00x" in row and "2 x 32, 32, 8" in row
+
+
+def test_model_flops_leave_out_lookup_tables_only():
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from gptjax.metrics import model_flops_per_token
+  from gptjax.model import GPT, GPTConfig, count_params
+  for tied in (True, False):
+    cfg = GPTConfig(vocab_size=50, num_layers=2, num_heads=2, embed_dim=16, max_len=8,
+                    tie_embeddings=tied)
+    params = nn.unbox(GPT(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+    matmul = count_params(params) - 8 * 16 - (0 if tied else 50 * 16)  # wpe; untied wte
+    assert model_flops_per_token(params, cfg, 8) == flops_per_token(matmul, 2, 8, 16)
