@@ -38,6 +38,7 @@ setup(
             "gptjax-eval=gptjax.evaluate:main",
             "gptjax-sample=gptjax.generate:main",
             "gptjax-prepare=gptjax.data.prepare:main",
+            "gptjax-plan=gptjax.plan:main",
         ]
     },
 )

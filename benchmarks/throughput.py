@@ -14,7 +14,7 @@ spread are over windows.
 
 FLOPs per token follow PaLM (appendix B): 6N + 12*L*T*d, N the parameters used in matrix
 multiplies; the causal figure halves the attention term. MFU = tokens/s * FLOPs/token /
-(peak bf16 FLOP/s per chip * chips), peak from gptjax.metrics.PEAK_FLOPS.
+(peak bf16 FLOP/s per chip * chips), peak from gptjax.chips.CHIPS.
 
 Writes benchmarks/results/NAME.json and rewrites benchmarks/results/README.md, the table
 the project README links to, from every JSON there.
@@ -29,6 +29,8 @@ import resource
 import statistics
 import sys
 import time
+
+from benchmarks import results_files
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -111,11 +113,7 @@ def measure_torch_in_subprocess(config, vocab_size: int, steps: int, warmup: int
 
 def write_table() -> str:
   """benchmarks/results/README.md from every result JSON (the table is generated, not typed)."""
-  rows = []
-  for name in sorted(os.listdir(RESULTS)):
-    if name.endswith(".json"):
-      with open(os.path.join(RESULTS, name)) as f:
-        rows.append((name[:-5], json.load(f)))
+  rows = results_files.load_all(RESULTS)
   lines = [
       "# Benchmark results",
       "",
@@ -151,13 +149,15 @@ def main(argv=None) -> None:
   flags.DEFINE_integer("rounds", 1, "alternating gptjax/PyTorch rounds; each reports its median")
   flags.DEFINE_bool("torch", False, "also time Hugging Face GPT-2 in PyTorch at the same shape")
   flags.DEFINE_string("name", None, "result name (default: config file and arg)")
+  flags.DEFINE_string("out", None, "write the JSON here instead (no table row): for "
+                      "benchmarks.ablate")
   FLAGS = flags.FLAGS
 
   def _main(_):
-    from gptjax import sharding
+    from gptjax import xla_flags
     from gptjax.errors import run_cli
     config = FLAGS.config
-    sharding.split_host_cpu_for(config)
+    xla_flags.prepare_host(config)
 
     def body():
       result = {
@@ -183,11 +183,11 @@ def main(argv=None) -> None:
       if FLAGS.torch:
         result["gptjax_over_torch"] = (result["gptjax"]["tokens_per_sec"]
                                        / result["torch"]["tokens_per_sec"])
-      name = FLAGS.name or _default_name(sys.argv)
-      os.makedirs(RESULTS, exist_ok=True)
-      with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
-        json.dump(result, f, indent=2)
-      print(json.dumps(result, indent=2))
+      if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+          json.dump(result, f, indent=2)
+        return
+      results_files.save(RESULTS, FLAGS.name or results_files.config_name(sys.argv), result)
       print(write_table())
     run_cli(body)
 
@@ -196,13 +196,6 @@ def main(argv=None) -> None:
 
 def _median_round(rounds: list[dict]) -> dict:
   return sorted(rounds, key=lambda r: r["tokens_per_sec"])[len(rounds) // 2]
-
-
-def _default_name(argv) -> str:
-  for arg in argv[1:]:
-    if arg.startswith("--config="):
-      return os.path.basename(arg.split("=", 1)[1]).replace(".py", "").replace(":", "_")
-  return "benchmark"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ back to XLA with one logged line that says why, instead of failing at compile ti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
@@ -15,6 +16,19 @@ import jax
 log = logging.getLogger(__name__)
 
 _HALF = ("bfloat16", "float16")
+_target_platform: str | None = None  # set while compiling for another machine's devices
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str):
+  """Resolve kernels for `platform` ("gpu", "tpu") instead of this host's backend, e.g. while
+  compiling ahead of time for a GPU from a CPU machine."""
+  global _target_platform
+  saved, _target_platform = _target_platform, platform
+  try:
+    yield
+  finally:
+    _target_platform = saved
 
 
 def cudnn_unsupported_reason(platform: str, dtype: str, head_dim: int) -> str | None:
@@ -28,12 +42,17 @@ def cudnn_unsupported_reason(platform: str, dtype: str, head_dim: int) -> str | 
   return None
 
 
-@functools.lru_cache(maxsize=None)
 def resolve(requested: str, dtype: str, head_dim: int, platform: str | None = None) -> str:
   """The implementation to pass to jax.nn.dot_product_attention ("xla" or "cudnn")."""
+  return _resolve(requested, dtype, head_dim,
+                  platform or _target_platform or jax.default_backend())
+
+
+@functools.lru_cache(maxsize=None)  # one log line per shape, not one per trace
+def _resolve(requested: str, dtype: str, head_dim: int, platform: str) -> str:
   if requested == "xla":
     return "xla"
-  reason = cudnn_unsupported_reason(platform or jax.default_backend(), dtype, head_dim)
+  reason = cudnn_unsupported_reason(platform, dtype, head_dim)
   if reason is None:
     return "cudnn"
   if requested == "cudnn":

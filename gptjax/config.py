@@ -83,6 +83,10 @@ def base_config() -> ml_collections.ConfigDict:
   tr.sample_prompt = ""  # printed after training: a sample continuing this ("" = none)
   tr.sample_tokens = 200  # length of that sample
   tr.progress = True  # tqdm progress bar
+  # Fast-path switches (on by default; off only to measure what each one buys)
+  tr.donate = True  # donate the train state to the step, so XLA updates it in place
+  tr.async_metrics = True  # fetch a step's metrics after queueing the next (host never stalls)
+  tr.xla_flags = "auto"  # "auto": gptjax.xla_flags' preset on GPU hosts; "none": XLA defaults
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1 = all devices left over after fsdp and tensor
@@ -102,6 +106,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.name = "lm"  # objective, from gptjax.tasks.TASKS
   c.task.loss_chunk = 0  # positions per chunk of output layer + cross-entropy (0 = all at once)
   return c
+
+
+def planned_vocab_size(config) -> int:
+  """The vocabulary a config will have without reading its corpus (planning, shape checks)."""
+  from gptjax.errors import UserError
+  if config.model.vocab_size:
+    return config.model.vocab_size
+  if config.data.tokenizer.kind == "char":
+    raise UserError("a char tokenizer's vocabulary is known only from the corpus: set "
+                    "--config.model.vocab_size (or pass --vocab_size to gptjax-plan)")
+  return config.data.tokenizer.vocab_size
+
+
+def sibling_config(config_file: str, name: str, arg=None) -> ml_collections.ConfigDict:
+  """get_config(arg) of another file in the same folder: lets a config be another's alias."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+  spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def stdlib_dir() -> str:

@@ -11,20 +11,12 @@ import os
 
 import jax
 
-# Peak dense bf16 FLOP/s per chip, from vendor datasheets (matched on jax's device_kind).
-PEAK_FLOPS = {
-    "a100": 312e12, "h100": 989e12, "h200": 989e12,
-    "tpu v4": 275e12, "tpu v5 lite": 197e12, "tpu v5e": 197e12, "tpu v5p": 459e12,
-    "tpu v5": 459e12, "tpu v6 lite": 918e12, "tpu v6e": 918e12,
-}
-
+from gptjax import chips
 
 def peak_flops_per_device(device=None) -> float | None:
-  kind = (device or jax.devices()[0]).device_kind.lower()
-  for name, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
-    if name in kind:
-      return flops
-  return None
+  """Peak dense bf16 FLOP/s of a device, from gptjax.chips (None for CPUs and unknown chips)."""
+  chip = chips.chip_for_device_kind((device or jax.devices()[0]).device_kind)
+  return chip.peak_flops if chip else None
 
 
 def flops_per_token(num_params: int, num_layers: int, seq_len: int, embed_dim: int,

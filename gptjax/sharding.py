@@ -104,19 +104,27 @@ def logical_to_sharding(mesh: Mesh, logical_tree):
 
 def param_shardings(mesh: Mesh, abstract_boxed_params):
   """Shardings for (abstract, LogicallyPartitioned) params; checks every dim divides."""
-  specs = nn.get_partition_spec(abstract_boxed_params)
-  shardings = logical_to_sharding(mesh, specs)
-  shapes = nn.unbox(abstract_boxed_params)
-  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(shapes),
-                                    jax.tree_util.tree_leaves(shardings)):
-    for dim, axes in zip(leaf.shape, sharding.spec):
+  shardings = logical_to_sharding(mesh, nn.get_partition_spec(abstract_boxed_params))
+  check_divisible(nn.unbox(abstract_boxed_params),
+                  jax.tree_util.tree_map(lambda s: s.spec, shardings), dict(mesh.shape))
+  return shardings
+
+
+def check_divisible(shapes, mesh_specs, mesh_sizes: dict) -> None:
+  """Every parameter dimension divides by the mesh axes it is split over, or a clear error."""
+  for (path, leaf), spec in zip(jax.tree_util.tree_leaves_with_path(shapes),
+                                jax.tree_util.tree_leaves(mesh_specs, is_leaf=is_spec)):
+    for dim, axes in zip(leaf.shape, spec):
       axes = (axes,) if isinstance(axes, str) else (axes or ())
-      size = math.prod(mesh.shape[a] for a in axes)
+      size = math.prod(mesh_sizes[a] for a in axes)
       if dim % size:
         name = jax.tree_util.keystr(path)
         raise UserError(f"parameter {name} of shape {leaf.shape} cannot be split {size} ways "
                         f"over mesh axes {axes}: change --config.mesh.* or the model size")
-  return shardings
+
+
+def is_spec(x) -> bool:
+  return isinstance(x, P)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_lib
+from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_lib, xla_flags
+from gptjax.config import planned_vocab_size
 from gptjax.errors import UserError, run_cli
 from gptjax.model import GPT, GPTConfig, count_params
 from gptjax.optim import learning_rate_schedule, make_optimizer
@@ -119,8 +120,8 @@ def make_train_step(task, tx, grad_accum: int, seed: int, schedule: optax.Schedu
   return train_step
 
 
-def jit_train_step(step_fn, mesh, state_shardings, frozen_shardings=None):
-  return jax.jit(step_fn, donate_argnums=(0,),
+def jit_train_step(step_fn, mesh, state_shardings, frozen_shardings=None, donate: bool = True):
+  return jax.jit(step_fn, donate_argnums=(0,) if donate else (),
                  in_shardings=(state_shardings, sharding.batch_sharding(mesh), frozen_shardings),
                  out_shardings=(state_shardings, sharding.replicated(mesh)))
 
@@ -176,16 +177,18 @@ class Run:
   frozen: Any
 
 
-def build_run(config, tokenizer=None) -> Run:
-  """Everything a run needs but its state; `tokenizer`: reuse a checkpoint's."""
+def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> Run:
+  """Everything a run needs but its state; `tokenizer`: reuse a checkpoint's. Without data
+  (shape-only uses: compiling for memory checks) the vocabulary comes from the config;
+  `devices` (default: all) may be another machine's, to compile for them ahead of time."""
   validate(config)
   sharding.maybe_initialize_distributed(config.train.distributed)
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices)
   check_batch_fits_mesh(config, mesh)
   task = make_task(config)
-  datasets = task.datasets(tokenizer=tokenizer)
-  model_cfg = GPTConfig.from_config(config.model, datasets.tokenizer.vocab_size,
-                                    config.data.seq_len)
+  datasets = task.datasets(tokenizer=tokenizer) if with_data else None
+  vocab = datasets.tokenizer.vocab_size if with_data else planned_vocab_size(config)
+  model_cfg = GPTConfig.from_config(config.model, vocab, config.data.seq_len)
   if config.data.seq_len > model_cfg.max_len:
     raise UserError(f"data.seq_len={config.data.seq_len} exceeds model.max_len="
                     f"{model_cfg.max_len}")
@@ -209,7 +212,8 @@ def jitted_step(run: Run):
   """The run's sharded, donated train step: what the loop and the benchmarks execute."""
   cfg = run.config
   return jit_train_step(make_train_step(run.task, run.tx, cfg.train.grad_accum, cfg.seed,
-                                        run.schedule), run.mesh, run.shardings)
+                                        run.schedule), run.mesh, run.shardings,
+                        donate=cfg.train.donate)
 
 
 def check_same_model(saved_config: dict, config, workdir: str) -> None:
@@ -347,6 +351,8 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
           jax.block_until_ready(dev_metrics)
         drain()
         pending = (s, dev_metrics)
+        if not cfg.train.async_metrics:
+          drain()
         window.steps += 1
         if step == start:  # the first step compiled: time throughput from here
           jax.block_until_ready(dev_metrics)
@@ -415,7 +421,7 @@ def main(argv=None) -> None:
   def _main(_):
     config = flags_.config
     workdir = flags_.workdir or os.path.join("runs", "default")
-    sharding.split_host_cpu_for(config)
+    xla_flags.prepare_host(config)
 
     def body():
       final = train(config, workdir)

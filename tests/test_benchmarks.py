@@ -46,3 +46,16 @@ def test_model_flops_leave_out_lookup_tables_only():
     params = nn.unbox(GPT(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
     matmul = count_params(params) - 8 * 16 - (0 if tied else 50 * 16)  # wpe; untied wte
     assert model_flops_per_token(params, cfg, 8) == flops_per_token(matmul, 2, 8, 16)
+
+
+def test_shape_only_build_lowers_the_same_step_as_the_trainer(tmp_path):
+  """benchmarks.memory compiles without reading data; it must be the trainer's own step."""
+  from benchmarks.memory import lower_step
+  from gptjax.train import build_run
+  config = load_config("tiny")
+  config.data.data_dir = str(tmp_path / "data")
+  with_data = build_run(config)
+  config.model.vocab_size = with_data.model_cfg.vocab_size
+  shape_only = build_run(config, with_data=False)
+  assert shape_only.datasets is None
+  assert lower_step(shape_only, config).as_text() == lower_step(with_data, config).as_text()

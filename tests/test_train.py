@@ -68,6 +68,15 @@ def test_killed_then_resumed_run_logs_the_same_losses_as_an_uninterrupted_run(ti
   jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
 
 
+def test_fast_path_switches_do_not_change_training(tiny, tmp_path):
+  """Donation and late metrics are speed only: off, the run logs the same numbers."""
+  train_lib.train(tiny, str(tmp_path / "on"))
+  tiny.train.donate, tiny.train.async_metrics, tiny.data.prefetch = False, False, 0
+  train_lib.train(tiny, str(tmp_path / "off"))
+  on, off = (without_perf(read_metrics(str(tmp_path / w))) for w in ("on", "off"))
+  assert on == off and len(on) > 4
+
+
 def test_checkpoint_restores_onto_a_different_mesh(tiny, tmp_path):
   tiny.mesh.data, tiny.mesh.fsdp, tiny.mesh.tensor = 8, 1, 1
   tiny.model.vocab_multiple = 8  # the vocabulary must split over tensor=2 below
@@ -188,7 +197,7 @@ RUNNABLE = [("tiny", None), ("shakespeare_char", "cpu"), ("gpt2_124m", "smoke")]
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_builds_and_is_complete(name):
   from gptjax.config import base_config
-  for arg in (None, "cpu", "smoke"):
+  for arg in (None, "cpu", "smoke", "350m", "774m", "1558m", "1b", "7b"):
     try:
       c = load_config(name, arg)
     except ValueError:
