@@ -59,3 +59,20 @@ def test_shape_only_build_lowers_the_same_step_as_the_trainer(tmp_path):
   shape_only = build_run(config, with_data=False)
   assert shape_only.datasets is None
   assert lower_step(shape_only, config).as_text() == lower_step(with_data, config).as_text()
+
+
+def test_every_ablation_flip_is_a_valid_override():
+  """A typo here would surface only on a lent GPU, where device time is scarce."""
+  from benchmarks import ablate
+  from gptjax.config import base_config
+  config = base_config()
+  for piece, flip, kind in ablate.PIECES + ablate.CPU_PIECES + ablate.GPU_PIECES:
+    key, value = flip.removeprefix("--config.").split("=")
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    assert leaf in node, f"{piece}: no config key {key}"
+    value = value.replace("CHUNK", "16")
+    node[leaf] = type(node[leaf])(value == "true" if isinstance(node[leaf], bool) else value)
+    assert kind in ("step", "loop")
