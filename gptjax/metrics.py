@@ -13,6 +13,7 @@ import jax
 
 from gptjax import chips
 
+
 def peak_flops_per_device(device=None) -> float | None:
   """Peak dense bf16 FLOP/s of a device, from gptjax.chips (None for CPUs and unknown chips)."""
   chip = chips.chip_for_device_kind((device or jax.devices()[0]).device_kind)

@@ -17,10 +17,11 @@ Per device, bytes:
   activations  what the backward pass keeps of one microbatch under model.remat.
   working      the larger of the loss's float32 logits (of the microbatch, or of one
                task.loss_chunk) and a rematerialised layer's recomputed activations.
-Step time: model FLOPs (gptjax.metrics.flops_per_token, plus the forward recomputed by
-remat) at the chip's peak, divided by an assumed MFU (--mfu), and the collectives'
-bytes over the link bandwidth; the estimate assumes they overlap (the larger of the two).
-benchmarks/memory.py checks these figures against what XLA allocates for the real step.
+Step time: model FLOPs (gptjax.metrics.model_flops_per_token, as the trainer's MFU, plus
+what remat recomputes) at the chip's peak divided by an assumed MFU (--mfu), and the
+collectives' bytes over the link bandwidth; they are assumed to overlap (the larger of the
+two). benchmarks/memory.py checks the memory figures against what XLA allocates for the real
+step; the step time is not checked yet.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from gptjax.config import planned_vocab_size
 from gptjax.errors import UserError
 from gptjax.model import GPT, GPTConfig
 
-# Fitted to XLA:GPU's buffer assignment of the real GPT-2 124M step (benchmarks/memory.py,
-# deviceless H100 compiles; docs/DESIGN.md "Memory planner" has the data and the check).
+# Fitted to XLA:GPU's buffer assignment of the real GPT-2 124M step (deviceless H100
+# compiles, benchmarks/memory.py); the check on other models: benchmarks/results/memory.md.
 ATTENTION_SCORE_BYTES = 6  # xla attention keeps f32 scores and compute-dtype probabilities
 LOGIT_COPIES = 1.9  # f32 [tokens, vocab] arrays alive at once: logits and their gradient
 
@@ -90,10 +91,11 @@ def _bytes(tree) -> float:
   return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
 
 
-def state_bytes(config, lay: Layout) -> dict:
+def state_bytes(config, lay: Layout, params=None, fractions=None) -> dict:
   """params, optimizer state and gradients per device (exact for the config's optimizer)."""
   from gptjax.optim import make_optimizer
-  params, fractions = _params_and_fractions(lay)
+  if params is None:
+    params, fractions = _params_and_fractions(lay)
   per_device = lambda p, f: p.size * p.dtype.itemsize * f  # noqa: E731
   param_bytes = sum(jax.tree_util.tree_leaves(jax.tree_util.tree_map(per_device, params,
                                                                      fractions)))
@@ -163,32 +165,44 @@ def activation_bytes(config, lay: Layout) -> dict:
   return {"activations": kept, "working": max(recompute, logits)}
 
 
-def step_time(config, lay: Layout, chip: Chip, num_params: float, mfu: float) -> dict:
-  m = lay.model
+def step_time(config, lay: Layout, chip: Chip, params, mfu: float) -> dict:
+  """Roofline step time: model FLOPs at `mfu` of peak, and ring collectives over the links,
+  assumed to overlap (the step takes the longer of the two)."""
+  m, T = lay.model, lay.seq_len
   devices = math.prod(lay.mesh.values())
-  tokens = config.train.batch_size * lay.seq_len
-  flops_token = metrics_lib.flops_per_token(num_params, m.num_layers, lay.seq_len, m.embed_dim)
-  forward = flops_token / 3  # of 6N + 12LTd, the forward pass is a third
-  recompute = {"none": 0.0, "save_dots": 0.1 * forward, "full": forward}[m.remat]
+  tokens = config.train.batch_size * T
+  flops_token = metrics_lib.model_flops_per_token(params, m, T)
+  # Recomputed in backward: full remat the whole forward (a third of 6N + 12LTd); save_dots
+  # the attention (a third of 12LTd), projections being kept.
+  recompute = {"none": 0.0, "save_dots": 4 * m.num_layers * T * m.embed_dim,
+               "full": flops_token / 3}[m.remat]
   compute = tokens * (flops_token + recompute) / (devices * chip.peak_flops)
+
+  def ring(nbytes: float, n: int) -> float:  # one all-gather or reduce-scatter over n devices
+    return nbytes * (n - 1) / n / chip.link_bandwidth if n > 1 else 0.0
+
   s = jnp.dtype(m.compute_dtype).itemsize
-  ring = lambda nbytes, n: nbytes * (n - 1) / n / chip.link_bandwidth if n > 1 else 0.0  # noqa
   fsdp, data, tp = lay.mesh["fsdp"], lay.mesh["data"], lay.mesh["tensor"]
-  weights = num_params / tp
-  comm = lay.grad_accum * (2 * ring(weights * s, fsdp) + ring(weights * 4 / 1, fsdp))
-  comm += 2 * ring(weights * 4 / fsdp, data)  # all-reduce = reduce-scatter + all-gather
-  tokens_device = lay.micro_per_device * lay.seq_len
-  comm += lay.grad_accum * m.num_layers * 4 * 2 * ring(tokens_device * m.embed_dim * s, tp)
+  weights = _bytes(params) / 4 / tp  # parameters one tensor-parallel shard holds
+  # FSDP, every microbatch: gather the weights for forward and again for backward, and
+  # reduce-scatter the float32 gradients.
+  comm = lay.grad_accum * (2 * ring(weights * s, fsdp) + ring(weights * 4, fsdp))
+  # Data parallel, once a step: all-reduce (= reduce-scatter + all-gather) of the gradients.
+  comm += 2 * ring(weights * 4 / fsdp, data)
+  # Tensor parallel: two all-reduces of the activations a layer in forward, two in backward.
+  activation = lay.micro_per_device * T * m.embed_dim * s
+  comm += lay.grad_accum * m.num_layers * 4 * 2 * ring(activation, tp)
+  step = max(compute / mfu, comm)
   return {"flops_per_token": flops_token, "compute_s_at_peak": compute,
-          "compute_s": compute / mfu, "communication_s": comm,
-          "step_s": max(compute / mfu, comm),
-          "tokens_per_sec": tokens / max(compute / mfu, comm), "assumed_mfu": mfu}
+          "compute_s": compute / mfu, "communication_s": comm, "step_s": step,
+          "tokens_per_sec": tokens / step, "assumed_mfu": mfu}
 
 
 def plan(config, topology: str, vocab_size: int | None = None, mfu: float = 0.5) -> dict:
   chip, num_devices = chips.parse_topology(topology)
   lay = layout(config, chip, num_devices, vocab_size)
-  state = state_bytes(config, lay)
+  params, fractions = _params_and_fractions(lay)
+  state = state_bytes(config, lay, params, fractions)
   acts = activation_bytes(config, lay)
   memory = {k: state[k] for k in ("params", "optimizer", "gradients", "gathered")}
   memory.update(acts)
@@ -198,7 +212,7 @@ def plan(config, topology: str, vocab_size: int | None = None, mfu: float = 0.5)
       "topology": topology, "chip": chip.name, "devices": num_devices, "mesh": lay.mesh,
       "num_params": state["num_params"], "micro_per_device": lay.micro_per_device,
       "memory": memory, "total_bytes": total, "usable_bytes": usable, "fits": total <= usable,
-      "step": step_time(config, lay, chip, state["num_params"], mfu),
+      "step": step_time(config, lay, chip, params, mfu),
   }
 
 

@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 from conftest import REPO
-from gptjax import chips, plan, sharding, state as state_lib
+from gptjax import chips, metrics, plan, sharding, state as state_lib
 from gptjax.config import sibling_config
 from gptjax.errors import UserError
 from gptjax.model import GPT
@@ -45,6 +45,8 @@ def test_planned_state_bytes_equal_the_real_sharded_state(mesh):
   assert planned["params"] == device0_bytes(state.params)
   assert planned["optimizer"] == device0_bytes(state.opt_state)
   assert planned["num_params"] == sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+  flops = plan.plan(config, "h100-8")["step"]["flops_per_token"]  # the trainer's MFU numerator
+  assert flops == metrics.model_flops_per_token(state.params, lay.model, config.data.seq_len)
 
 
 def test_gradient_accumulation_keeps_a_float32_running_sum():
@@ -60,11 +62,13 @@ def test_gradient_accumulation_keeps_a_float32_running_sum():
 def test_remat_and_loss_chunks_shrink_their_terms():
   config = sibling_config(str(REPO / "configs" / "x"), "gpt2.py", "124m")
   config.train.grad_accum = 32  # 16 sequences a microbatch
-  memory = {}
+  memory, step = {}, {}
   for remat in ("none", "save_dots", "full"):
     config.model.remat = remat
-    memory[remat] = plan.plan(config, "h100")["memory"]["activations"]
+    p = plan.plan(config, "h100")
+    memory[remat], step[remat] = p["memory"]["activations"], p["step"]["step_s"]
   assert memory["none"] > memory["save_dots"] > memory["full"]
+  assert step["none"] < step["save_dots"] < step["full"]  # what remat saves, it recomputes
   chunked = plan.plan(config, "h100")["memory"]["working"]
   config.task.loss_chunk = 0
   assert plan.plan(config, "h100")["memory"]["working"] > 4 * chunked
@@ -74,6 +78,7 @@ def test_fsdp_divides_the_state_over_the_slice():
   config = sibling_config(str(REPO / "configs" / "x"), "llama.py", "7b")
   small, large = plan.plan(config, "v5p-16"), plan.plan(config, "v5p-128")
   assert small["devices"] == 8 and large["devices"] == 64
+  assert small["step"]["communication_s"] > 0 and small["memory"]["gathered"] > 0
   ratio = small["memory"]["optimizer"] / large["memory"]["optimizer"]
   assert ratio == pytest.approx(8, rel=0.01)
 

@@ -77,6 +77,18 @@ def test_fast_path_switches_do_not_change_training(tiny, tmp_path):
   assert on == off and len(on) > 4
 
 
+@pytest.mark.parametrize("donate", [True, False])
+def test_train_donate_decides_whether_the_old_state_is_consumed(tiny, donate):
+  from gptjax import sharding, state as state_lib
+  tiny.train.donate = donate
+  run = train_lib.build_run(tiny)
+  state = state_lib.init_state(run.model, run.tx, run.mesh, run.shardings, tiny.seed)
+  batch = sharding.shard_batch(next(run.datasets.train), run.mesh)
+  with sharding.rules_context(run.mesh):
+    train_lib.jitted_step(run)(state, batch, run.frozen)
+  assert jax.tree_util.tree_leaves(state.params)[0].is_deleted() == donate
+
+
 def test_checkpoint_restores_onto_a_different_mesh(tiny, tmp_path):
   tiny.mesh.data, tiny.mesh.fsdp, tiny.mesh.tensor = 8, 1, 1
   tiny.model.vocab_multiple = 8  # the vocabulary must split over tensor=2 below
