@@ -43,7 +43,7 @@ def get_config(arg=None):
     c.model.num_layers, c.model.num_heads, c.model.embed_dim = 6, 6, 384
     c.model.dropout = 0.2
     c.model.dtype = "bfloat16"
-    c.model.attention = "auto"  # cuDNN flash attention on GPU, XLA elsewhere
+    c.model.attention = "auto"  # flash attention: cuDNN on GPU, splash on TPU (T % 128 == 0)
     c.data.seq_len = 256
     c.data.eval_batch_size = 128
     c.train.batch_size = 64

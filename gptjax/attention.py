@@ -1,8 +1,9 @@
-"""Which fused attention kernel a model gets: cuDNN flash attention where it applies, else XLA.
+"""Which fused attention kernel a model gets: a flash kernel where one applies, else XLA.
 
-`model.attention`: "xla" always works; "cudnn" asks for cuDNN's fused kernel; "auto" takes
-cuDNN on a GPU when the shape allows and XLA otherwise. A request that cannot be met falls
-back to XLA with one logged line that says why, instead of failing at compile time.
+`model.attention`: "xla" always works; "cudnn" asks for cuDNN's fused kernel (GPU); "splash"
+for the Pallas splash kernel (TPU, `gptjax.splash`); "auto" takes the platform's flash
+kernel when the shape allows and XLA otherwise. A request that cannot be met falls back to
+XLA with one logged line that says why, instead of failing at compile time.
 """
 
 from __future__ import annotations
@@ -42,19 +43,55 @@ def cudnn_unsupported_reason(platform: str, dtype: str, head_dim: int) -> str | 
   return None
 
 
-def resolve(requested: str, dtype: str, head_dim: int, platform: str | None = None) -> str:
-  """The implementation to pass to jax.nn.dot_product_attention ("xla" or "cudnn")."""
-  return _resolve(requested, dtype, head_dim,
-                  platform or _target_platform or jax.default_backend())
+def splash_unsupported_reason(platform: str, seq_len: int | None) -> str | None:
+  """Why the splash kernel cannot run this model here (None: it can)."""
+  if platform != "tpu":
+    return f"the backend is {platform}, not a TPU"
+  from gptjax import splash  # imports Pallas: only where a TPU kernel is wanted
+  return splash.unsupported_reason(seq_len)
+
+
+def current_platform() -> str:
+  return _target_platform or jax.default_backend()
+
+
+def resolve(requested: str, dtype: str, head_dim: int, platform: str | None = None,
+            seq_len: int | None = None) -> str:
+  """The kernel for this model: "xla", "cudnn" (jax.nn.dot_product_attention's GPU kernel)
+  or "splash" (gptjax.splash, TPU)."""
+  return _resolve(requested, dtype, head_dim, platform or current_platform(), seq_len)
 
 
 @functools.lru_cache(maxsize=None)  # one log line per shape, not one per trace
-def _resolve(requested: str, dtype: str, head_dim: int, platform: str) -> str:
+def _resolve(requested: str, dtype: str, head_dim: int, platform: str,
+             seq_len: int | None) -> str:
   if requested == "xla":
     return "xla"
-  reason = cudnn_unsupported_reason(platform, dtype, head_dim)
-  if reason is None:
-    return "cudnn"
-  if requested == "cudnn":
-    log.warning("model.attention=cudnn falls back to xla: %s", reason)
+  reasons = {"cudnn": cudnn_unsupported_reason(platform, dtype, head_dim),
+             "splash": splash_unsupported_reason(platform, seq_len)}
+  if requested == "auto":
+    return next((kind for kind, reason in reasons.items() if reason is None), "xla")
+  if reasons[requested] is None:
+    return requested
+  log_fallback(requested, reasons[requested])
   return "xla"
+
+
+@functools.lru_cache(maxsize=None)  # once per reason
+def log_fallback(kind: str, reason: str) -> None:
+  log.warning("model.attention=%s falls back to xla: %s", kind, reason)
+
+
+def causal(q_BTNH, k_BTKH, v_BTKH, requested: str, dtype: str):
+  """Causal self-attention of a whole sequence with the kernel `requested` resolves to."""
+  B, T, N, H = q_BTNH.shape
+  impl = resolve(requested, dtype, H, seq_len=T)
+  if impl == "splash":
+    from gptjax import splash
+    reason = splash.mesh_unsupported_reason(B, N, k_BTKH.shape[2])
+    if reason is None:
+      return splash.causal_attention(q_BTNH, k_BTKH, v_BTKH)
+    log_fallback(requested, reason)
+    impl = "xla"
+  return jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, is_causal=True,
+                                      implementation=impl)

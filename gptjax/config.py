@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.mlp = "gelu"  # "gelu" (GPT-2, tanh approximation), "gelu_exact" (erf) or "swiglu" (Llama)
   m.tie_embeddings = True  # output head shares the token embedding (GPT-2); False for Llama
   m.dtype = "float32"  # compute dtype: float32, bfloat16 (params stay float32)
-  m.attention = "xla"  # jax.nn.dot_product_attention implementation: xla, cudnn or auto
+  m.attention = "xla"  # attention kernel: xla, cudnn (GPU flash), splash (TPU flash) or auto
   m.remat = "none"  # rematerialisation per block: none, save_dots, full
   m.init_std = 0.02  # normal init std; residual projections scaled by 1/sqrt(2 * num_layers)
 

@@ -69,7 +69,8 @@ class GPTConfig:
         (self.mlp in ("gelu", "gelu_exact", "swiglu"),
          "model.mlp must be gelu, gelu_exact or swiglu"),
         (self.dtype in _DTYPES, f"model.dtype must be one of {sorted(_DTYPES)}"),
-        (self.attention in ("xla", "cudnn", "auto"), "model.attention must be xla, cudnn or auto"),
+        (self.attention in ("xla", "cudnn", "splash", "auto"),
+         "model.attention must be xla, cudnn, splash or auto"),
         (self.remat in ("none", *_REMAT_POLICIES), "model.remat must be none, save_dots or full"),
         (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
         (min(self.vocab_size, self.num_layers, self.max_len) > 0,
@@ -182,9 +183,7 @@ class Attention(nn.Module):
 
     new_cache = None
     if layer_cache is None:
-      impl = attention.resolve(cfg.attention, cfg.dtype, cfg.head_dim)
-      out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, is_causal=True,
-                                              implementation=impl)
+      out_BTNH = attention.causal(q_BTNH, k_BTKH, v_BTKH, cfg.attention, cfg.dtype)
     else:
       # Write this chunk's keys/values at `start`, then attend over every cached position
       # up to each query's own position (prefill: a causal block; decode: one row).

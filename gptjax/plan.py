@@ -139,8 +139,8 @@ def _layer_bytes_per_token(m: GPTConfig, tp: int) -> dict:
 
 
 def _score_bytes_per_token(m: GPTConfig, tp: int, seq_len: int, platform: str) -> float:
-  """XLA attention materialises [heads, T, T] scores; cuDNN's flash kernel keeps none."""
-  if attention.resolve(m.attention, m.dtype, m.head_dim, platform) != "xla":
+  """XLA attention materialises [heads, T, T] scores; the flash kernels keep none."""
+  if attention.resolve(m.attention, m.dtype, m.head_dim, platform, seq_len) != "xla":
     return 0.0
   return m.num_heads / tp * seq_len * ATTENTION_SCORE_BYTES
 

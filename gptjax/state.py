@@ -26,14 +26,16 @@ class TrainState:
   opt_state: Any
 
 
-def _dummy_tokens(mesh) -> jax.Array:
-  # One row per data shard, so activation sharding constraints divide evenly during init.
-  return jnp.zeros((sharding.batch_divisor(mesh), 8), jnp.int32)
+def _dummy_tokens(model: GPT, mesh) -> jax.Array:
+  # One row per data shard, so activation sharding constraints divide evenly during init;
+  # a whole context, so init traces the kernels training uses (XLA drops the unused forward).
+  return jnp.zeros((sharding.batch_divisor(mesh), model.cfg.max_len), jnp.int32)
 
 
 def abstract_params(model: GPT, mesh):
   """(unboxed abstract params, their shardings)."""
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_tokens(mesh))["params"])
+  tokens = _dummy_tokens(model, mesh)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens)["params"])
   return nn.unbox(boxed), sharding.param_shardings(mesh, boxed)
 
 
@@ -54,7 +56,7 @@ def abstract_state(tx, params_abstract):
 
 def init_params(model: GPT, mesh, params_shardings, seed: int):
   def init(rng):
-    return nn.unbox(model.init(rng, _dummy_tokens(mesh))["params"])
+    return nn.unbox(model.init(rng, _dummy_tokens(model, mesh))["params"])
   with sharding.rules_context(mesh):
     return jax.jit(init, out_shardings=params_shardings)(jax.random.key(seed))
 
