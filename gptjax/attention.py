@@ -51,15 +51,12 @@ def splash_unsupported_reason(platform: str, seq_len: int | None) -> str | None:
   return splash.unsupported_reason(seq_len)
 
 
-def current_platform() -> str:
-  return _target_platform or jax.default_backend()
-
-
 def resolve(requested: str, dtype: str, head_dim: int, platform: str | None = None,
             seq_len: int | None = None) -> str:
   """The kernel for this model: "xla", "cudnn" (jax.nn.dot_product_attention's GPU kernel)
   or "splash" (gptjax.splash, TPU)."""
-  return _resolve(requested, dtype, head_dim, platform or current_platform(), seq_len)
+  platform = platform or _target_platform or jax.default_backend()
+  return _resolve(requested, dtype, head_dim, platform, seq_len)
 
 
 @functools.lru_cache(maxsize=None)  # one log line per shape, not one per trace

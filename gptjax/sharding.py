@@ -115,12 +115,17 @@ def check_divisible(shapes, mesh_specs, mesh_sizes: dict) -> None:
   for (path, leaf), spec in zip(jax.tree_util.tree_leaves_with_path(shapes),
                                 jax.tree_util.tree_leaves(mesh_specs, is_leaf=is_spec)):
     for dim, axes in zip(leaf.shape, spec):
-      axes = (axes,) if isinstance(axes, str) else (axes or ())
-      size = math.prod(mesh_sizes[a] for a in axes)
+      size = shard_count(axes, mesh_sizes)
       if dim % size:
         name = jax.tree_util.keystr(path)
         raise UserError(f"parameter {name} of shape {leaf.shape} cannot be split {size} ways "
                         f"over mesh axes {axes}: change --config.mesh.* or the model size")
+
+
+def shard_count(axes, mesh_sizes) -> int:
+  """How many ways a PartitionSpec entry (a mesh axis, a tuple of them, or None) splits a dim."""
+  axes = (axes,) if isinstance(axes, str) else (axes or ())
+  return math.prod(mesh_sizes[a] for a in axes)
 
 
 def is_spec(x) -> bool:

@@ -19,6 +19,9 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 from jax.sharding import PartitionSpec as P
 
+from gptjax import sharding
+
+AXES = ("batch", "length", "heads", "kv")  # logical axes of q, k and v, as the model names them
 BLOCKS = (512, 256, 128)  # tile lengths tried, largest first; TPU tiles are multiples of 128
 
 
@@ -66,7 +69,7 @@ def causal_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array) ->
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return _local_attention(q_BTNH, k_BTKH, v_BTKH)
-  spec = P(*nn.logical_to_mesh_axes(("batch", "length", "heads", "kv")))
+  spec = P(*nn.logical_to_mesh_axes(AXES))
   return jax.shard_map(_local_attention, mesh=mesh, in_specs=(spec, spec, spec),
                        out_specs=spec, check_vma=False)(q_BTNH, k_BTKH, v_BTKH)
 
@@ -76,15 +79,11 @@ def mesh_unsupported_reason(batch: int, heads: int, kv_heads: int) -> str | None
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return None
-  batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
-  size = lambda axes: math.prod(mesh.shape[a] for a in _names(axes))
-  if batch % size(batch_axes) or heads % size(head_axes) or kv_heads % size(head_axes):
+  batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(AXES)
+  batch_ways = sharding.shard_count(batch_axes, mesh.shape)
+  head_ways = sharding.shard_count(head_axes, mesh.shape)
+  if batch % batch_ways or heads % head_ways or kv_heads % head_ways:
     return (f"batch {batch}, heads {heads}/{kv_heads} do not divide over the mesh "
             f"({dict(mesh.shape)})")
   return None
 
-
-def _names(axes) -> tuple[str, ...]:
-  if axes is None:
-    return ()
-  return (axes,) if isinstance(axes, str) else tuple(axes)

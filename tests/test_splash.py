@@ -86,3 +86,17 @@ def test_model_with_splash_on_a_mesh_equals_xla(mesh_shape, kv_heads):
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
                          grads, ref_grads)
+
+
+def test_a_mesh_that_cannot_split_the_heads_falls_back_to_xla(caplog):
+  """4 heads over tensor=8: shard_map cannot split them, so the model keeps XLA, says why,
+  and still computes the same attention."""
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=8)))
+  q, k, v = qkv(4, 4, batch=1)
+  with sharding.rules_context(mesh), caplog.at_level(logging.WARNING):
+    assert splash.mesh_unsupported_reason(1, 4, 4) is not None
+    assert splash.mesh_unsupported_reason(1, 8, 8) is None
+    with attention.compiling_for("tpu"):
+      text = jax.jit(lambda *a: attention.causal(*a, "splash", "float32")).lower(q, k, v).as_text()
+  assert "do not divide over the mesh" in caplog.text
+  assert "manual_computation" not in text and "shard_map" not in text
