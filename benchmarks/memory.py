@@ -126,10 +126,11 @@ def write_table() -> str:
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
-  from ml_collections import config_flags
+  from absl import flags
 
-  config_flags.DEFINE_config_file("config", None, "config file to check", lock_config=True)
+  from gptjax.errors import define_config_flag, run_app
+
+  define_config_flag(None, "config file to check", lock_config=True)
   flags.DEFINE_string("target", "", "compile for these GPUs without them (h100, h100-8); "
                       "default: this machine's devices")
   flags.DEFINE_string("name", None, "result name (default: from the config and target)")
@@ -150,7 +151,7 @@ def main(argv=None) -> None:
       print(write_table())
     run_cli(body)
 
-  app.run(_main, argv=argv)
+  run_app(_main, argv)
 
 
 if __name__ == "__main__":

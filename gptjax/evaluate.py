@@ -40,9 +40,9 @@ def evaluate_workdir(workdir: str, split: str = "validation", step: int | None =
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
+  from absl import flags
 
-  from gptjax.errors import run_cli
+  from gptjax.errors import run_app, run_cli
 
   flags.DEFINE_string("workdir", None, "run folder written by gptjax-train", required=True)
   flags.DEFINE_string("split", "validation", "held-out split to evaluate")
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     run_cli(lambda: print(json.dumps(evaluate_workdir(
         FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.max_batches))))
 
-  app.run(_main, argv=argv)
+  run_app(_main, argv)
 
 
 if __name__ == "__main__":

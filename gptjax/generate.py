@@ -76,8 +76,11 @@ def generate(model: GPT, params, prompt_BP, max_new_tokens: int, rng: jax.Array,
   kwargs = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                 valid_vocab=int(valid_vocab or model.cfg.vocab_size))
   context = np.asarray(prompt_BP, np.int32)
-  if context.shape[1] >= max_len:
-    context = context[:, -keep:]
+  if context.shape[0] < 1:
+    raise UserError(f"--num_samples must be positive, got {context.shape[0]}")
+  if context.shape[1] >= max_len:  # cropping it silently would answer another prompt
+    raise UserError(f"the prompt is {context.shape[1]} tokens but the model's context is "
+                    f"{max_len}: shorten --prompt to at most {max_len - 1} tokens")
   out, segment = [], 0
   remaining = max_new_tokens
   while remaining > 0:
@@ -111,10 +114,10 @@ def sample_from_workdir(workdir: str, prompt: str, **kwargs) -> str:
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
+  from absl import flags
 
   from gptjax.load import load_workdir
-  from gptjax.errors import run_cli
+  from gptjax.errors import run_app, run_cli
 
   flags.DEFINE_string("workdir", None, "run folder written by gptjax-train", required=True)
   flags.DEFINE_string("prompt", "", "text to continue")
@@ -138,7 +141,7 @@ def main(argv=None) -> None:
         print(text)
     run_cli(body)
 
-  app.run(_main, argv=argv)
+  run_app(_main, argv)
 
 
 if __name__ == "__main__":

@@ -31,24 +31,36 @@ def inference_mesh(config):
 
 
 def load_workdir(workdir: str, step: int | None = None) -> Loaded:
-  from gptjax.data import tokenizer_from_json
+  """The newest intact checkpoint (a damaged newer one is named and skipped), or `step`."""
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   steps = ckpt.all_steps()
   if not steps:
     raise UserError(f"no checkpoint under {checkpoint.checkpoint_dir(workdir)}: train first "
                     f"with gptjax-train --workdir={workdir}, or fix --workdir")
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise UserError(f"--step={step} is not among the checkpoints {sorted(steps)}")
+  if step is not None and step not in steps:
+    raise UserError(f"--step={step} is not among the checkpoints {steps}")
+  try:
+    if step is None:
+      _, loaded = ckpt.restore_newest_intact(lambda s: _load_step(ckpt, s), move_damaged=False)
+    else:
+      loaded = _load_step(ckpt, step)
+  except checkpoint.DamagedCheckpoint as e:  # the user asked for this step: no fallback
+    raise UserError(f"{e}; pass another of the checkpoints {steps} as --step") from e
+  finally:
+    ckpt.close()
+  return loaded
+
+
+def _load_step(ckpt: checkpoint.Checkpointer, step: int) -> Loaded:
+  from gptjax.data import tokenizer_from_json
   config_json, tokenizer_json = ckpt.restore_meta(step)
-  config = ml_collections.ConfigDict(config_json)
-  tokenizer = tokenizer_from_json(tokenizer_json)
+  with ckpt.reading(step):
+    config = ml_collections.ConfigDict(config_json)
+    tokenizer = tokenizer_from_json(tokenizer_json)
+    model = GPT(GPTConfig.from_config(config, tokenizer.vocab_size))
   mesh = inference_mesh(config)
-  model_cfg = GPTConfig.from_config(config.model, tokenizer.vocab_size, config.data.seq_len)
-  model = GPT(model_cfg)
   params_abstract, params_shardings = state_lib.abstract_params(model, mesh)
-  params = checkpoint.restore_params(
-      ckpt, step, checkpoint.abstract_with_shardings(params_abstract, params_shardings))
-  ckpt.close()
+  params = ckpt.restore_params(
+      step, checkpoint.abstract_with_shardings(params_abstract, params_shardings))
   return Loaded(config=config, model=model, params=params, tokenizer=tokenizer, mesh=mesh,
                 step=step)

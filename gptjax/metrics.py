@@ -73,7 +73,28 @@ class MetricsWriter:
 
   def close(self) -> None:
     if self._tb is not None:
-      self._tb.close()
+      try:
+        self._tb.close()
+      except OSError as e:  # metrics.jsonl is written row by row; only TensorBoard's tail is lost
+        from gptjax.errors import warn
+        warn(f"TensorBoard events in {os.path.dirname(self.path)} not flushed: {e}")
+        _abandon(self._tb)
+      self._tb = None
+
+
+def _abandon(summary_writer) -> None:
+  """Shut a tensorboardX writer whose final flush failed (disk full): its worker thread and
+  its atexit hook would otherwise retry the flush and print tracebacks after the run's error."""
+  for file_writer in (summary_writer.all_writers or {}).values():
+    events = file_writer.event_writer
+    if getattr(events, "_closed", True):
+      continue
+    events._closed = True  # pylint: disable=protected-access  (atexit's close() is now a no-op)
+    try:
+      events._worker.stop()  # pylint: disable=protected-access
+      events._ev_writer.close()  # pylint: disable=protected-access
+    except OSError:
+      pass
 
 
 def read_lines(path: str) -> list[str]:

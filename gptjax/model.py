@@ -101,18 +101,27 @@ class GPTConfig:
     return _DTYPES[self.dtype]
 
   @classmethod
-  def from_config(cls, model_cfg, vocab_size: int, seq_len: int) -> GPTConfig:
-    """Build from the `model` ConfigDict; vocab from the tokenizer unless the config fixes it."""
+  def from_config(cls, config, vocab_size: int) -> GPTConfig:
+    """The model a whole run config describes; `vocab_size` is the tokenizer's unless
+    model.vocab_size fixes it. The table is padded to model.vocab_multiple and to the
+    tensor axis (the output layer is split over it), so every mesh.tensor divides it."""
+    model_cfg = config.model
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in model_cfg.items() if k in fields}
-    multiple = model_cfg.get("vocab_multiple", 1) or 1
     vocab = model_cfg.vocab_size or vocab_size
     if model_cfg.vocab_size and model_cfg.vocab_size < vocab_size:
       raise UserError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
                       f"tokenizer's {vocab_size}: raise it or set it to 0")
+    multiple = vocab_multiple(config)
     kwargs["vocab_size"] = multiple * math.ceil(vocab / multiple)
-    kwargs["max_len"] = model_cfg.max_len or seq_len
+    kwargs["max_len"] = model_cfg.max_len or config.data.seq_len
     return cls(**kwargs)
+
+
+def vocab_multiple(config) -> int:
+  """What the vocabulary is padded to: model.vocab_multiple and the mesh's tensor axis."""
+  tensor = config.mesh.tensor if config.mesh.tensor > 0 else 1
+  return math.lcm(config.model.get("vocab_multiple", 1) or 1, tensor)
 
 
 def init_cache(cfg: GPTConfig, batch: int, max_len: int | None = None) -> Cache:

@@ -59,8 +59,7 @@ class Layout:
 
 
 def layout(config, chip: Chip, num_devices: int, vocab_size: int | None = None) -> Layout:
-  model = GPTConfig.from_config(config.model, vocab_size or planned_vocab_size(config),
-                                config.data.seq_len)
+  model = GPTConfig.from_config(config, vocab_size or planned_vocab_size(config))
   data, fsdp, tensor = sharding.mesh_shape(config.mesh, num_devices)
   tr = config.train
   if tr.batch_size % tr.grad_accum or (tr.batch_size // tr.grad_accum) % (data * fsdp):
@@ -240,12 +239,11 @@ def format_plan(p: dict) -> str:
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
-  from ml_collections import config_flags
+  from absl import flags
 
-  from gptjax.errors import run_cli
+  from gptjax.errors import define_config_flag, run_app, run_cli
 
-  config_flags.DEFINE_config_file("config", None, "config file to plan", lock_config=True)
+  define_config_flag(None, "config file to plan", lock_config=True)
   flags.DEFINE_string("topology", "h100", "chip and count: v5p-128, v5e-16, v6e-8, h100-8, ...")
   flags.DEFINE_integer("vocab_size", None, "vocabulary, when the config takes it from a corpus")
   flags.DEFINE_float("mfu", 0.5, "model FLOPs utilisation assumed for the step time")
@@ -262,7 +260,7 @@ def main(argv=None) -> None:
       print(json.dumps(p, indent=2) if FLAGS.json else format_plan(p))
     run_cli(body)
 
-  app.run(_main, argv=argv)
+  run_app(_main, argv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Re-running the same command on the same workdir resumes from the newest checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,13 +19,14 @@ from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_lib, xla_flags
 from gptjax.config import planned_vocab_size
-from gptjax.errors import UserError, run_cli
+from gptjax.errors import UserError, define_config_flag, run_app, run_cli, warn
 from gptjax.model import GPT, GPTConfig, count_params
-from gptjax.optim import learning_rate_schedule, make_optimizer
+from gptjax.optim import decay_length, effective_warmup, learning_rate_schedule, make_optimizer
 from gptjax.prefetch import DevicePrefetcher
 from gptjax.tasks import make_task
 
@@ -188,7 +190,8 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
   task = make_task(config)
   datasets = task.datasets(tokenizer=tokenizer) if with_data else None
   vocab = datasets.tokenizer.vocab_size if with_data else planned_vocab_size(config)
-  model_cfg = GPTConfig.from_config(config.model, vocab, config.data.seq_len)
+  model_cfg = GPTConfig.from_config(config, vocab)
+  _note_adjustments(config, vocab, model_cfg)
   if config.data.seq_len > model_cfg.max_len:
     raise UserError(f"data.seq_len={config.data.seq_len} exceeds model.max_len="
                     f"{model_cfg.max_len}")
@@ -204,6 +207,20 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
              frozen=task.init_frozen(mesh))
 
 
+def _note_adjustments(config, vocab: int, model_cfg: GPTConfig) -> None:
+  """Say what the run changed from the config on the user's behalf."""
+  by_config = GPTConfig.from_config(
+      ml_collections.ConfigDict({**config.to_dict(), "mesh": {"tensor": 1}}), vocab)
+  if model_cfg.vocab_size != by_config.vocab_size:
+    warn(f"vocabulary padded from {by_config.vocab_size} to {model_cfg.vocab_size}, a multiple "
+         f"of mesh.tensor={config.mesh.tensor}, so the output layer splits over it (padded "
+         "ids are never sampled)")
+  warmup = effective_warmup(config.optim, config.train.steps)
+  if warmup != config.optim.warmup_steps:
+    warn(f"optim.warmup_steps={config.optim.warmup_steps} capped at {warmup}, half of the "
+         f"{decay_length(config.optim, config.train.steps)}-step decay, for this shorter run")
+
+
 # How a model runs, not what it is: these may change between a run and its resumption.
 RUNTIME_MODEL_KEYS = ("dtype", "attention", "remat", "dropout")
 
@@ -216,15 +233,28 @@ def jitted_step(run: Run):
                         donate=cfg.train.donate)
 
 
-def check_same_model(saved_config: dict, config, workdir: str) -> None:
-  """Refuse to resume a workdir that holds a different model, before touching its arrays."""
-  saved_model = saved_config.get("model", {})
-  diffs = [f"model.{k}: {saved_model.get(k)!r} saved vs {v!r} now"
-           for k, v in config.model.to_dict().items()
-           if k not in RUNTIME_MODEL_KEYS and saved_model.get(k) != v]
+# Settings a model's shape follows when its own key is left at 0 (model.max_len, vocab_size).
+_DERIVED_FROM = {"max_len": "data.seq_len", "vocab_size": "mesh.tensor padding"}
+
+
+def check_same_model(saved_config: dict, config, workdir: str, vocab_size: int) -> None:
+  """Refuse to resume a workdir that holds a different model, before touching its arrays.
+
+  Compares the models the two configs describe (every derived shape: context length from
+  data.seq_len, padded vocabulary, widths), not only the keys the user set."""
+  saved, now = (dataclasses.asdict(GPTConfig.from_config(c, vocab_size)) for c in
+                (ml_collections.ConfigDict(saved_config), config))
+  diffs = []
+  for key, value in now.items():
+    if key in RUNTIME_MODEL_KEYS or saved[key] == value:
+      continue
+    source = _DERIVED_FROM.get(key) if not config.model.get(key) else None
+    via = f" (from {source})" if source else ""
+    diffs.append(f"model.{key}{via}: {saved[key]!r} saved vs {value!r} now")
   if diffs:
     raise UserError(f"workdir {workdir} holds a checkpoint of a different model ("
-                    + "; ".join(diffs) + "): use a new --workdir or the saved settings")
+                    + "; ".join(diffs) + "): resume with the saved settings or use a new "
+                    "--workdir")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,35 +309,49 @@ def _check_finite(step: int, row: dict, ckpt: checkpoint.Checkpointer, workdir: 
         "lengthen --config.optim.warmup_steps or set --config.optim.grad_clip")
 
 
+def _resume(ckpt: checkpoint.Checkpointer, config, workdir: str):
+  """(run, step, state) from the newest intact checkpoint, its data position restored; damaged
+  newer ones are named and moved aside. (None, None, None) when the workdir has none."""
+  from gptjax.data import tokenizer_from_json
+  built = {}
+
+  def attempt(step):
+    saved_config, tokenizer_json = ckpt.restore_meta(step)
+    with ckpt.reading(step):
+      tokenizer = tokenizer_from_json(tokenizer_json)
+    check_same_model(saved_config, config, workdir, tokenizer.vocab_size)
+    if "run" not in built:  # one tokenizer per workdir: build the run once
+      built["run"] = build_run(config, tokenizer=tokenizer)
+    run = built["run"]
+    target = checkpoint.abstract_with_shardings(run.abstract, run.shardings)
+    state, data_state = ckpt.restore_state(step, target)
+    with ckpt.reading(step):
+      run.datasets.train.set_state(data_state)
+    return run, state
+
+  step, restored = ckpt.restore_newest_intact(attempt, move_damaged=True)
+  return (None, None, None) if step is None else (restored[0], step, restored[1])
+
+
 def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   """Train (or resume) to config.train.steps; returns the last eval metrics."""
   cfg = config
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.checkpoint.keep,
                                  keep_best=cfg.checkpoint.keep_best)
-  latest = ckpt.latest_step()
-  saved_tokenizer = None
-  if latest is not None:
-    saved_config, saved_tokenizer_json = ckpt.restore_meta(latest)
-    check_same_model(saved_config, cfg, workdir)
-    from gptjax.data import tokenizer_from_json
-    saved_tokenizer = tokenizer_from_json(saved_tokenizer_json)
-  run = build_run(cfg, tokenizer=saved_tokenizer)
+  run, latest, state = _resume(ckpt, cfg, workdir)
+  if run is None:
+    run = build_run(cfg)
+    state = state_lib.init_state(run.model, run.tx, run.mesh, run.shardings, cfg.seed)
   mesh, ds = run.mesh, run.datasets
   writer = metrics_lib.MetricsWriter(workdir)
   is_main = jax.process_index() == 0
   config_json = json.loads(cfg.to_json_best_effort())
   tokenizer_json = ds.tokenizer.to_json()
-
   if latest is not None:
-    target = checkpoint.abstract_with_shardings(run.abstract, run.shardings)
-    state, data_state = ckpt.restore_state(latest, target)
-    ds.train.set_state(data_state)
     writer.truncate_after(latest)
     if is_main:
       print(f"resumed from {checkpoint.checkpoint_dir(workdir)} at step {latest}")
-  else:
-    state = state_lib.init_state(run.model, run.tx, mesh, run.shardings, cfg.seed)
 
   n_params = count_params(state.params)
   n_devices = jax.device_count()
@@ -385,11 +429,12 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
         for hook in hooks:
           hook(s, state)
     drain()
-  finally:  # a started checkpoint is finished even when the loop dies
-    ckpt.wait()
-    ckpt.close()
-    progress.close()
-    writer.close()
+  finally:  # a started checkpoint is finished even when the loop dies; every closer runs
+    with contextlib.ExitStack() as closing:
+      closing.callback(writer.close)
+      closing.callback(progress.close)
+      closing.callback(ckpt.close)
+      ckpt.wait()
   return eval_metrics
 
 
@@ -408,14 +453,13 @@ def _progress_bar(enabled: bool, start: int, total: int):
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
-  from ml_collections import config_flags
+  from absl import flags
 
   import gptjax.config as config_module
 
   flags_ = flags.FLAGS
-  config_flags.DEFINE_config_file("config", config_module.__file__,
-                                  "config file (default: the embedded default)")
+  define_config_flag(config_module.__file__,
+                     "config file (default: the embedded default)")
   flags.DEFINE_string("workdir", None, "run folder: checkpoints, metrics.jsonl, tensorboard")
 
   def _main(_):
@@ -429,7 +473,7 @@ def main(argv=None) -> None:
         _finish(config, workdir, final)
     run_cli(body)
 
-  app.run(_main, argv=argv)
+  run_app(_main, argv)
 
 
 def _finish(config, workdir: str, final: dict) -> None:

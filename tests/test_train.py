@@ -111,7 +111,11 @@ def test_checkpoint_restores_onto_a_different_mesh(tiny, tmp_path):
   assert checkpoint.Checkpointer(workdir).latest_step() == 21
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_a_rerun_resumes_from_it(
+    tiny, tmp_path, monkeypatch):
+  tiny.train.steps = 40
+  straight = str(tmp_path / "straight")
+  train_lib.train(tiny, straight)
   real = train_lib.make_train_step
 
   def exploding(*args, **kwargs):
@@ -119,17 +123,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
 
     def wrapped(state, batch, frozen):
       new_state, metrics = step_fn(state, batch, frozen)
-      bad = state.step >= 12
+      bad = state.step >= 25  # mid-run, after the checkpoints at 10 and 20
       metrics["train/loss"] = jnp.where(bad, jnp.nan, metrics["train/loss"])
       return new_state, metrics
     return wrapped
 
   monkeypatch.setattr(train_lib, "make_train_step", exploding)
   workdir = str(tmp_path / "w")
-  with pytest.raises(train_lib.NonFiniteLossError, match="step 13.*last good checkpoint, step 10"):
+  with pytest.raises(train_lib.NonFiniteLossError, match="step 26.*last good checkpoint, step 20"):
     train_lib.train(tiny, workdir)
-  assert checkpoint.Checkpointer(workdir).all_steps() == [10]
-  assert load_workdir(workdir).step == 10
+  assert checkpoint.Checkpointer(workdir).all_steps() == [10, 20]
+  assert load_workdir(workdir).step == 20
+
+  monkeypatch.setattr(train_lib, "make_train_step", real)  # the cause fixed: re-run
+  train_lib.train(tiny, workdir)
+  a, b = without_perf(read_metrics(straight)), without_perf(read_metrics(workdir))
+  assert [r["step"] for r in a] == [r["step"] for r in b]
+  for ra, rb in zip(a, b):
+    for k in ra:
+      np.testing.assert_allclose(rb[k], ra[k], rtol=1e-6, err_msg=f"{k} at step {ra['step']}")
 
 
 def test_resuming_a_workdir_of_another_model_is_refused(tiny, tmp_path):
@@ -144,7 +156,7 @@ def test_resuming_a_workdir_of_another_model_is_refused(tiny, tmp_path):
     ("train.batch_size", 6, "must divide by mesh.data\\*mesh.fsdp=8"),
     ("train.grad_accum", 3, "train.batch_size=8 must divide by train.grad_accum=3"),
     ("mesh.tensor", 3, "mesh"),
-    ("optim.warmup_steps", 50, "optim.warmup_steps=50"),
+    ("optim.warmup_steps", -1, "optim.warmup_steps must be >= 0"),
     ("task.name", "nope", "task.name='nope'"),
     ("model.num_heads", 5, "model.embed_dim=32 must divide by model.num_heads=5"),
 ])

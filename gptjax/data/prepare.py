@@ -125,16 +125,15 @@ def _main(argv, config_flag) -> None:
 
 def main() -> None:
   """gptjax-prepare --config=configs/NAME.py[:ARG] [--config.data.path=...]."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
 
   # Defined here, not at import: the trainer defines its own --config flag.
   from gptjax import config as config_module  # pylint: disable=g-import-not-at-top
-  from gptjax.errors import run_cli  # pylint: disable=g-import-not-at-top
+  from gptjax.errors import define_config_flag, run_app, run_cli  # pylint: disable=g-import-not-at-top
 
-  config_flag = config_flags.DEFINE_config_file(
-      "config", config_module.__file__, "config file, configs/NAME.py[:ARG] (default: embedded)")
-  app.run(lambda argv: run_cli(lambda: _main(argv, config_flag)))
+  config_flag = define_config_flag(
+      config_module.__file__, "config file, configs/NAME.py[:ARG] (default: embedded)")
+  run_app(lambda argv: run_cli(lambda: _main(argv, config_flag)))
 
 
 if __name__ == "__main__":
