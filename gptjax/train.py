@@ -195,6 +195,10 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
   if config.data.seq_len > model_cfg.max_len:
     raise UserError(f"data.seq_len={config.data.seq_len} exceeds model.max_len="
                     f"{model_cfg.max_len}")
+  tensor = mesh.shape["tensor"]
+  if model_cfg.num_heads % tensor or model_cfg.kv_heads % tensor:
+    raise UserError(f"model.num_heads={model_cfg.num_heads} and its key/value heads "
+                    f"({model_cfg.kv_heads}) must divide by mesh.tensor={tensor}: change one")
   model = GPT(model_cfg)
   task.bind(model)
   params_abstract, params_shardings = state_lib.abstract_params(model, mesh)
@@ -209,10 +213,10 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
 
 def _note_adjustments(config, vocab: int, model_cfg: GPTConfig) -> None:
   """Say what the run changed from the config on the user's behalf."""
-  by_config = GPTConfig.from_config(
-      ml_collections.ConfigDict({**config.to_dict(), "mesh": {"tensor": 1}}), vocab)
-  if model_cfg.vocab_size != by_config.vocab_size:
-    warn(f"vocabulary padded from {by_config.vocab_size} to {model_cfg.vocab_size}, a multiple "
+  own = config.model.vocab_size or vocab
+  own = math.ceil(own / (config.model.vocab_multiple or 1)) * (config.model.vocab_multiple or 1)
+  if model_cfg.vocab_size != own:
+    warn(f"vocabulary padded from {own} to {model_cfg.vocab_size}, a multiple "
          f"of mesh.tensor={config.mesh.tensor}, so the output layer splits over it (padded "
          "ids are never sampled)")
   warmup = effective_warmup(config.optim, config.train.steps)
@@ -336,6 +340,8 @@ def _resume(ckpt: checkpoint.Checkpointer, config, workdir: str):
 def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   """Train (or resume) to config.train.steps; returns the last eval metrics."""
   cfg = config
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file, not a folder: choose another --workdir")
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.checkpoint.keep,
                                  keep_best=cfg.checkpoint.keep_best)
