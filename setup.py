@@ -25,12 +25,13 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5"],
+        # The tests compare with PyTorch references (benchmarks/), so they need torch too.
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.4,<3", "transformers>=4.42,<6"],
         "gpu": ["jax[cuda12]>=0.7,<0.11"],
         "tpu": ["jax[tpu]>=0.7,<0.11"],
-        "hf": ["transformers>=4.42", "torch>=2.3"],
+        "hf": ["transformers>=4.42,<6", "torch>=2.4,<3"],
         # PyTorch reference for benchmarks/ only; gptjax itself never imports torch.
-        "bench": ["torch>=2.3", "transformers>=4.42"],
+        "bench": ["torch>=2.4,<3", "transformers>=4.42,<6"],
     },
     entry_points={
         "console_scripts": [

@@ -10,7 +10,8 @@ benchmarks.throughput; loop-level pieces (metrics one step late, device prefetch
 (XLA flags and the CPU split are per process), and the variants take turns for `rounds`
 rounds so a noisy machine slows them alike; each reports its median round.
 
-Writes benchmarks/results/ablations/NAME.json and regenerates benchmarks/results/ablations.md.
+Writes benchmarks/results/ablations/NAME.json (with the host: CPU model, cores, accelerator,
+as benchmarks.throughput records it) and regenerates benchmarks/results/ablations.md.
 """
 
 from __future__ import annotations
@@ -47,13 +48,17 @@ GPU_PIECES = [
 ]
 
 
-def throughput(config_args: list[str], extra: str | None) -> float:
+def throughput(config_args: list[str], extra: str | None, hosts: list | None = None) -> float:
+  """gptjax tokens/s from benchmarks.throughput; its host record is appended to `hosts`."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "r.json")
     args = [sys.executable, "-m", "benchmarks.throughput", *config_args, f"--out={out}"]
     _run(args + ([extra] if extra else []))
     with open(out) as f:
-      return json.load(f)["gptjax"]["tokens_per_sec"]
+      result = json.load(f)
+  if hosts is not None:
+    hosts.append(result.get("host"))
+  return result["gptjax"]["tokens_per_sec"]
 
 
 def training(config_args: list[str], extra: str | None, steps: int) -> float:
@@ -81,6 +86,7 @@ def write_table() -> str:
            "Effect = tokens/s as configured / tokens/s with the piece flipped.", ""]
   for name, r in results_files.load_all(RESULTS):
     lines += [f"## {name}", "", f"`{r['command']}`", "",
+              f"Host: {results_files.host_line(r.get('host'))}", "",
               "| piece | flipped by | timed by | tokens/s as configured | flipped | effect |",
               "|---|---|---|---|---|---|"]
     for row in r["pieces"]:
@@ -106,7 +112,8 @@ def main() -> None:
   seq_len = _config_value(config_args, "data.seq_len")
   pieces = PIECES + (GPU_PIECES if args.gpu else CPU_PIECES)
   pieces = list({p[0]: p for p in pieces}.values())  # GPU variants replace same-named ones
-  timers = {"step": lambda extra: throughput(config_args, extra),
+  hosts: list = []
+  timers = {"step": lambda extra: throughput(config_args, extra, hosts),
             "loop": lambda extra: training(config_args, extra, args.train_steps)}
   runs: dict = {}
   for r in range(args.rounds):
@@ -125,6 +132,7 @@ def main() -> None:
                  "rounds": {"baseline": runs[(kind, None)], "flipped": runs[(kind, flip)]}})
   results_files.save(RESULTS, args.name or results_files.config_name([None, config_arg]),
                      {"command": " ".join(["python -m benchmarks.ablate"] + sys.argv[1:]),
+                      "host": hosts[0] if hosts else results_files.host_info(),
                       "pieces": rows})
   print(write_table())
 

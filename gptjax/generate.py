@@ -84,12 +84,18 @@ def generate(model: GPT, params, prompt_BP, max_new_tokens: int, rng: jax.Array,
   out, segment = [], 0
   remaining = max_new_tokens
   while remaining > 0:
-    n = min(remaining, max_len - context.shape[1])
+    n = max_len - context.shape[1]
+    if segment == 0:  # a short answer costs only what it asks for
+      n = min(remaining, n)
+    # Later segments all have one shape (keep tokens in, max_len - keep out), so the last,
+    # shorter one reuses their compilation and is cut after; each token's draw depends only
+    # on its position, so the kept tokens are the same.
     new = np.asarray(_generate_segment(model.cfg, params, jnp.asarray(context),
                                        jax.random.fold_in(rng, segment), max_new_tokens=n,
                                        **kwargs))
+    new = new[:, :remaining]
     out.append(new)
-    remaining -= n
+    remaining -= new.shape[1]
     segment += 1
     context = np.concatenate([context, new], axis=1)[:, -keep:]
   return np.concatenate(out, axis=1)

@@ -83,13 +83,20 @@ def runs(tmp_path_factory):
   return root, config
 
 
+def stopped_copy(runs, tmp_path, damaged: dict) -> pathlib.Path:
+  """A copy of the stopped run with {step: kind of damage} done to it."""
+  workdir = tmp_path / "w"
+  shutil.copytree(runs[0] / "stopped", workdir)
+  for step, kind in damaged.items():
+    damage_step(workdir, step, kind)
+  return workdir
+
+
 @pytest.mark.parametrize("kind", ["metadata", "arrays"])
 def test_damaged_newest_checkpoint_is_skipped_moved_aside_and_the_run_resumes_exactly(
     runs, tmp_path, capsys, kind):
   root, config = runs
-  workdir = tmp_path / "w"
-  shutil.copytree(root / "stopped", workdir)
-  damage_step(workdir, 40, kind)
+  workdir = stopped_copy(runs, tmp_path, {40: kind})
   damaged = snapshot(workdir / "checkpoints" / "40")
 
   train_lib.train(config, str(workdir))
@@ -111,9 +118,7 @@ def test_damaged_newest_checkpoint_is_skipped_moved_aside_and_the_run_resumes_ex
 def test_eval_and_sample_skip_a_damaged_checkpoint_and_leave_it_in_place(
     runs, tmp_path, capsys, kind):
   root, _ = runs
-  workdir = tmp_path / "w"
-  shutil.copytree(root / "stopped", workdir)
-  damage_step(workdir, 40, kind)
+  workdir = stopped_copy(runs, tmp_path, {40: kind})
   before = snapshot(workdir)
   loaded = load_workdir(str(workdir))
   assert loaded.step == 30
@@ -127,11 +132,8 @@ def test_eval_and_sample_skip_a_damaged_checkpoint_and_leave_it_in_place(
 
 
 def test_every_checkpoint_damaged_is_one_error_and_nothing_moves(runs, tmp_path):
-  root, config = runs
-  workdir = tmp_path / "w"
-  shutil.copytree(root / "stopped", workdir)
-  damage_step(workdir, 40, "metadata")
-  damage_step(workdir, 30, "arrays")
+  _, config = runs
+  workdir = stopped_copy(runs, tmp_path, {40: "metadata", 30: "arrays"})
   before = snapshot(workdir)
   with pytest.raises(UserError, match=r"every checkpoint .* is damaged \(steps \[40, 30\]"):
     train_lib.train(config, str(workdir))
@@ -141,9 +143,7 @@ def test_every_checkpoint_damaged_is_one_error_and_nothing_moves(runs, tmp_path)
 
 
 def test_a_half_written_checkpoint_is_not_a_step(runs, tmp_path):
-  root, _ = runs
-  workdir = tmp_path / "w"
-  shutil.copytree(root / "stopped", workdir)
+  workdir = stopped_copy(runs, tmp_path, {})
   shutil.copytree(workdir / "checkpoints" / "40",
                   workdir / "checkpoints" / "50.orbax-checkpoint-tmp-123")
   assert checkpoint.Checkpointer(str(workdir)).all_steps() == [30, 40]

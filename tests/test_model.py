@@ -124,3 +124,22 @@ def test_attention_falls_back_to_xla_with_a_reason(caplog):
   ref_model = make(GPT2)[1]
   np.testing.assert_array_equal(model.apply({"params": params}, tokens),
                                 ref_model.apply({"params": params}, tokens))
+
+
+@pytest.mark.parametrize("layout", [GPT2, LLAMA], ids=["gpt2", "llama"])
+def test_cpu_projection_backward_gives_the_plain_einsum_gradients(layout, monkeypatch):
+  # model.project writes its own backward pass on CPU (fewer XLA:CPU transposes); it must
+  # give the gradients of plain jnp.einsum, which is what it is on other platforms.
+  from gptjax import model as model_lib
+  _, model, params, tokens = make(layout)
+
+  def grads():
+    def loss(p):
+      return jnp.mean(jax.nn.logsumexp(model.apply({"params": p}, tokens), axis=-1))
+    return jax.jit(jax.grad(loss))(params)
+
+  custom = grads()
+  monkeypatch.setattr(model_lib, "_platform", lambda: "gpu")
+  plain = grads()
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                         custom, plain)

@@ -13,6 +13,7 @@ REPO = str(pathlib.Path(__file__).resolve().parents[1])
 if REPO not in sys.path:  # benchmarks/ is not an installed package
   sys.path.insert(0, REPO)
 
+from benchmarks import torch_common  # noqa: E402
 from benchmarks.torch_reference import measure_torch_gpt2  # noqa: E402
 
 TINY = dict(vocab_size=65, num_layers=2, num_heads=4, embed_dim=32, seq_len=16, batch_size=4)
@@ -39,6 +40,9 @@ def test_tiny_shape_measures():
   assert r["threads"] == 1 and r["use_bias"] is True and r["hf_has_biases"] is True
   for key in ("torch_version", "transformers_version"):
     assert isinstance(r[key], str) and r[key]
+  # The same result keys as the nanoGPT reference (throughput reads them from both).
+  assert set(torch_common.RESULT_KEYS) <= set(r)
+  assert r["adamw_impl"] == "for-loop"  # torch.optim.AdamW's own choice for CPU tensors
 
 
 def test_step_updates_the_model():
@@ -52,3 +56,8 @@ def test_use_bias_is_recorded_not_reproduced():
   r = measure_torch_gpt2(**TINY, steps=1, warmup=0, device="cpu", use_bias=False)
   assert r["use_bias"] is False and r["hf_has_biases"] is True
   assert r["num_params"] == expected_gpt2_params(**TINY)
+
+
+def test_gpt2_closed_form_matches_the_helper():
+  from benchmarks.torch_reference import gpt2_param_count
+  assert gpt2_param_count(65, 2, 32, 16) == expected_gpt2_params(**TINY)
