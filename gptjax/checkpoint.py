@@ -27,7 +27,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from gptjax import fingerprint
-from gptjax.errors import UserError, warn
+from gptjax.errors import UserError, fixable_os_error, warn
 
 ITEMS = ("state", "data", "config", "tokenizer", "integrity")
 
@@ -64,23 +64,6 @@ def _quiet_orphaned_reads() -> None:
       previous(unraisable)
   hook.gptjax_quiet = True
   sys.unraisablehook = hook
-
-
-_REFUSED = {28: "no space left on the device: free space or point --workdir elsewhere",
-            13: "permission denied: fix the folder's permissions or use another --workdir",
-            30: "the file system is read-only: use another --workdir"}
-
-
-def _refused_write(e: BaseException) -> str | None:
-  """Why the system refused a write, from an OSError or tensorstore's message, else None."""
-  while e is not None:
-    if isinstance(e, OSError) and e.errno in _REFUSED:
-      return _REFUSED[e.errno]
-    for code, reason in _REFUSED.items():
-      if f"os_error_code='{code}'" in str(e) or os.strerror(code) in str(e):
-        return reason
-    e = e.__cause__ or e.__context__
-  return None
 
 
 class Checkpointer:
@@ -124,7 +107,7 @@ class Checkpointer:
     except UserError:
       raise
     except Exception as e:  # noqa: BLE001: only a refused write is the user's to fix
-      reason = _refused_write(e)
+      reason = fixable_os_error(e)
       if reason is None:
         raise
       intact = [s for s in self.all_steps() if s != step]

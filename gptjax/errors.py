@@ -9,6 +9,7 @@ code 2. `warn` is the one way a run tells the user it changed or skipped somethi
 from __future__ import annotations
 
 import errno
+import os
 import re
 import sys
 
@@ -44,22 +45,20 @@ _OS_HINTS = {
 }
 
 
-def os_error_message(e: OSError) -> str | None:
-  """The one-line message for an OSError a user can fix (disk full, permissions, ...)."""
-  hint = _OS_HINTS.get(e.errno)
-  if hint is None:
-    return None
-  where = f": {e.filename}" if e.filename else ""
-  return f"{e.strerror or e}{where}: {hint}"
-
-
-def _find_os_error(e: BaseException) -> OSError | None:
-  """The OSError behind `e`, also when a library re-raised it as another exception."""
+def fixable_os_error(e: BaseException) -> str | None:
+  """One line for a refused file operation the user can fix (disk full, read-only,
+  permissions, a path of the wrong kind) behind `e`, else None. Looks through re-raised
+  exceptions, and through tensorstore's errors, which carry the code only in their text
+  (`... [os_error_code='28']`)."""
   seen = set()
   while e is not None and id(e) not in seen:
     seen.add(id(e))
     if isinstance(e, OSError) and e.errno in _OS_HINTS:
-      return e
+      where = f": {e.filename}" if e.filename else ""
+      return f"{e.strerror or e}{where}: {_OS_HINTS[e.errno]}"
+    for code, hint in _OS_HINTS.items():
+      if f"os_error_code='{code}'" in str(e):
+        return f"{os.strerror(code)}: {hint}"
     e = e.__cause__ or e.__context__
   return None
 
@@ -80,10 +79,10 @@ def run_cli(body) -> None:
   except UserError as e:
     _exit(str(e))
   except Exception as e:  # noqa: BLE001: only a user-fixable OS error becomes one line
-    os_error = _find_os_error(e)
-    if os_error is None:
+    message = fixable_os_error(e)
+    if message is None:
       raise
-    _exit(os_error_message(os_error))
+    _exit(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +130,10 @@ def flag_error_message(e: BaseException, argv: list[str]) -> str:
     flag = _override_naming(key, argv)
     hint = ""
     if match:
-      hint = f"; did you mean {flag.replace(key, match.group(2)) if flag else match.group(2)}?"
+      suggestion = match.group(2)
+      if flag:
+        suggestion = ".".join(suggestion if part == key else part for part in flag.split("."))
+      hint = f"; did you mean {suggestion}?"
     return f"{flag or key}: no such config setting{hint} (every setting: gptjax/config.py)"
   if isinstance(e, OSError) and "config file" in text:
     config_arg = next((a for a in argv if a.startswith("--config=")), "--config")

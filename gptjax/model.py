@@ -113,10 +113,13 @@ class GPTConfig:
     if model_cfg.vocab_size and model_cfg.vocab_size < vocab_size:
       raise UserError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
                       f"tokenizer's {vocab_size}: raise it or set it to 0")
-    multiple = vocab_multiple(config)
-    kwargs["vocab_size"] = multiple * math.ceil(vocab / multiple)
+    kwargs["vocab_size"] = padded(vocab, vocab_multiple(config))
     kwargs["max_len"] = model_cfg.max_len or config.data.seq_len
     return cls(**kwargs)
+
+
+def padded(size: int, multiple: int) -> int:
+  return multiple * math.ceil(size / multiple)
 
 
 def vocab_multiple(config) -> int:

@@ -25,7 +25,7 @@ import optax
 from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_lib, xla_flags
 from gptjax.config import planned_vocab_size
 from gptjax.errors import UserError, define_config_flag, run_app, run_cli, warn
-from gptjax.model import GPT, GPTConfig, count_params
+from gptjax.model import GPT, GPTConfig, count_params, padded
 from gptjax.optim import decay_length, effective_warmup, learning_rate_schedule, make_optimizer
 from gptjax.prefetch import DevicePrefetcher
 from gptjax.tasks import make_task
@@ -213,8 +213,7 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
 
 def _note_adjustments(config, vocab: int, model_cfg: GPTConfig) -> None:
   """Say what the run changed from the config on the user's behalf."""
-  own = config.model.vocab_size or vocab
-  own = math.ceil(own / (config.model.vocab_multiple or 1)) * (config.model.vocab_multiple or 1)
+  own = padded(config.model.vocab_size or vocab, config.model.vocab_multiple or 1)
   if model_cfg.vocab_size != own:
     warn(f"vocabulary padded from {own} to {model_cfg.vocab_size}, a multiple "
          f"of mesh.tensor={config.mesh.tensor}, so the output layer splits over it (padded "
@@ -238,7 +237,8 @@ def jitted_step(run: Run):
 
 
 # Settings a model's shape follows when its own key is left at 0 (model.max_len, vocab_size).
-_DERIVED_FROM = {"max_len": "data.seq_len", "vocab_size": "mesh.tensor padding"}
+_DERIVED_FROM = {"max_len": "data.seq_len",
+                 "vocab_size": "the tokenizer, model.vocab_multiple and mesh.tensor"}
 
 
 def check_same_model(saved_config: dict, config, workdir: str, vocab_size: int) -> None:

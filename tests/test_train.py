@@ -37,6 +37,18 @@ def without_perf(rows):
   return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
 
 
+def assert_same_metrics(expected_workdir, workdir):
+  """Both runs logged the same rows (throughput aside): resumed == uninterrupted."""
+  a = without_perf(read_metrics(str(expected_workdir)))
+  b = without_perf(read_metrics(str(workdir)))
+  assert [r["step"] for r in a] == [r["step"] for r in b]
+  assert any("eval/loss" in r for r in a) and any("train/loss" in r for r in a)
+  for ra, rb in zip(a, b):
+    assert ra.keys() == rb.keys()
+    for k in ra:
+      np.testing.assert_allclose(rb[k], ra[k], rtol=1e-6, err_msg=f"{k} at step {ra['step']}")
+
+
 class Killed(Exception):
   pass
 
@@ -57,13 +69,7 @@ def test_killed_then_resumed_run_logs_the_same_losses_as_an_uninterrupted_run(ti
     train_lib.train(tiny, str(resumed), hooks=[kill_at(15)])  # checkpoint at 10, dies at 15
   assert checkpoint.Checkpointer(str(resumed)).latest_step() == 10
   train_lib.train(tiny, str(resumed))
-  a, b = without_perf(read_metrics(str(straight))), without_perf(read_metrics(str(resumed)))
-  assert [r["step"] for r in a] == [r["step"] for r in b]
-  assert any("eval/loss" in r for r in a) and any("train/loss" in r for r in a)
-  for ra, rb in zip(a, b):
-    assert ra.keys() == rb.keys()
-    for k in ra:
-      np.testing.assert_allclose(rb[k], ra[k], rtol=1e-6, err_msg=f"{k} at step {ra['step']}")
+  assert_same_metrics(straight, resumed)
   pa, pb = load_workdir(str(straight)).params, load_workdir(str(resumed)).params
   jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
 
@@ -137,11 +143,7 @@ def test_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_a_rerun_resume
 
   monkeypatch.setattr(train_lib, "make_train_step", real)  # the cause fixed: re-run
   train_lib.train(tiny, workdir)
-  a, b = without_perf(read_metrics(straight)), without_perf(read_metrics(workdir))
-  assert [r["step"] for r in a] == [r["step"] for r in b]
-  for ra, rb in zip(a, b):
-    for k in ra:
-      np.testing.assert_allclose(rb[k], ra[k], rtol=1e-6, err_msg=f"{k} at step {ra['step']}")
+  assert_same_metrics(straight, workdir)
 
 
 def test_resuming_a_workdir_of_another_model_is_refused(tiny, tmp_path):
