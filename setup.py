@@ -40,6 +40,7 @@ setup(
             "gptjax-sample=gptjax.generate:main",
             "gptjax-prepare=gptjax.data.prepare:main",
             "gptjax-plan=gptjax.plan:main",
+            "gptjax-lora=gptjax.lora_cli:main",
         ]
     },
 )

@@ -79,16 +79,20 @@ def log_fallback(kind: str, reason: str) -> None:
   log.warning("model.attention=%s falls back to xla: %s", kind, reason)
 
 
-def causal(q_BTNH, k_BTKH, v_BTKH, requested: str, dtype: str):
-  """Causal self-attention of a whole sequence with the kernel `requested` resolves to."""
+def causal(q_BTNH, k_BTKH, v_BTKH, requested: str, dtype: str, segment_ids_BT=None):
+  """Causal self-attention of a whole sequence with the kernel `requested` resolves to;
+  with `segment_ids_BT` a query sees only keys of its own segment (packed documents)."""
   B, T, N, H = q_BTNH.shape
   impl = resolve(requested, dtype, H, seq_len=T)
   if impl == "splash":
     from gptjax import splash
     reason = splash.mesh_unsupported_reason(B, N, k_BTKH.shape[2])
     if reason is None:
-      return splash.causal_attention(q_BTNH, k_BTKH, v_BTKH)
+      return splash.causal_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
     log_fallback(requested, reason)
     impl = "xla"
-  return jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, is_causal=True,
+  mask = None
+  if segment_ids_BT is not None:  # XLA masks the scores; cuDNN takes the mask as a bias
+    mask = (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])[:, None]
+  return jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask=mask, is_causal=True,
                                       implementation=impl)

@@ -168,6 +168,12 @@ class Checkpointer:
         raise DamagedCheckpoint(step, "its tokenizer is not a JSON object")
     return out.config, out.tokenizer
 
+  def restore_data_state(self, step: int) -> dict:
+    """The data-iterator position saved with `step`."""
+    with self.reading(step):
+      out = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    return out.data
+
   def restore_params(self, step: int, params_target):
     """Only the params of a checkpoint (no optimizer state), onto `params_target`'s shardings."""
     target = {"params": params_target}

@@ -52,6 +52,13 @@ def base_config() -> ml_collections.ConfigDict:
   d.eval_batch_size = 64  # global sequences per eval batch
   d.worker_count = 0  # grain worker processes (0 = in the main process)
   d.prefetch = 2  # batches copied to the devices ahead of the step that uses them (0 = none)
+  d.document_mask = False  # pretraining: attention stops at end-of-document tokens, positions
+  #                          restart after them (needs a tokenizer with eos: sentencepiece)
+  # Conversation data (task.name=sft): data.path is a file, folder or glob of conversations
+  d.format = "auto"  # alpaca (JSON list), hh (Anthropic HH JSONL), messages (OpenAI JSONL), auto
+  d.skip_bad_records = False  # skip malformed records (and report how many) instead of failing
+  d.packing = True  # several conversations share one window (segment ids keep them apart)
+  d.split_seed = 0  # which conversations are held out (data.eval_fraction of them)
   d.tokenizer = t = ml_collections.ConfigDict()
   t.kind = "sentencepiece"  # "sentencepiece" or "char"
   t.path = ""  # a trained tokenizer file to use; "" = train one from the corpus on first use
@@ -59,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.model_type = "bpe"  # sentencepiece model: bpe or unigram
   t.byte_fallback = True  # unknown characters become bytes, never <unk>
   t.max_sentences = 2_000_000  # sentencepiece input_sentence_size cap (lines sampled)
+  t.chat_tokens = True  # a trained sentencepiece tokenizer reserves the chat control tokens
 
   c.optim = o = ml_collections.ConfigDict()
   o.lr = 1e-3  # peak learning rate
@@ -87,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
   tr.donate = True  # donate the train state to the step, so XLA updates it in place
   tr.async_metrics = True  # fetch a step's metrics after queueing the next (host never stalls)
   tr.xla_flags = "auto"  # "auto": gptjax.xla_flags' preset on GPU hosts; "none": XLA defaults
+  # What trains, by regex over parameter paths like block_3/attn/wq, ln_f/norm/scale, wte
+  tr.trainable = ""  # only parameters this matches ("" = all; with LoRA: only the adapters)
+  tr.frozen = ""  # never parameters this matches, e.g. "^(wte|wpe)$" ("" = none)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1 = all devices left over after fsdp and tensor
@@ -101,6 +112,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ev = ml_collections.ConfigDict()
   ev.every = 250  # steps between whole-split held-out evaluations (and one at the end)
   ev.max_batches = 0  # cap on eval batches (0 = the whole split)
+
+  c.init = ini = ml_collections.ConfigDict()  # start from another run's weights
+  ini.workdir = ""  # that run's workdir ("" = fresh init); its tokenizer is used too
+  ini.step = 0  # which checkpoint (0 = its newest intact one)
+  ini.exclude = ""  # regex of parameter paths not to load (they keep their fresh init)
+
+  c.lora = lo = ml_collections.ConfigDict()  # low-rank adapters (gptjax.lora)
+  lo.rank = 0  # 0 = no adapters
+  lo.alpha = 16.0  # update scale alpha / rank
+  lo.dropout = 0.0  # dropout on the adapters' input
+  lo.targets = ""  # regex of weights to adapt ("" = attention and MLP projections)
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "lm"  # objective, from gptjax.tasks.TASKS

@@ -114,6 +114,29 @@ def sample_text(loaded, prompt: str, max_new_tokens: int = 200, temperature: flo
   return [prompt + tok.decode(row.tolist()) for row in new]
 
 
+def chat_replies(loaded, conversation: list[dict], max_new_tokens: int = 200,
+                 temperature: float = 0.8, top_k: int = 200, top_p: float = 1.0, seed: int = 0,
+                 num_samples: int = 1) -> list[str]:
+  """The model's next assistant turn(s) after `conversation`, rendered with the one chat
+  template and cut at the first end-of-turn token (the reply without control tokens)."""
+  from gptjax.data import chat_template
+  tok = loaded.tokenizer
+  try:
+    end = chat_template.end_of_turn_id(tok)
+  except UserError:
+    raise UserError("this checkpoint's tokenizer has no chat tokens: chat with a model "
+                    "fine-tuned with task.name=sft, or use --prompt") from None
+  ids = chat_template.render_prompt(conversation, tok)
+  prompt_BP = np.tile(ids[None], (num_samples, 1))
+  new = generate(loaded.model, loaded.params, prompt_BP, max_new_tokens, jax.random.key(seed),
+                 temperature, top_k, top_p, valid_vocab=tok.vocab_size)
+  replies = []
+  for row in new:
+    stop = np.flatnonzero(row == end)
+    replies.append(tok.decode(row[:stop[0] if stop.size else len(row)].tolist()))
+  return replies
+
+
 def sample_from_workdir(workdir: str, prompt: str, **kwargs) -> str:
   from gptjax.load import load_workdir
   return sample_text(load_workdir(workdir), prompt, **kwargs)[0]
@@ -127,6 +150,9 @@ def main(argv=None) -> None:
 
   flags.DEFINE_string("workdir", None, "run folder written by gptjax-train", required=True)
   flags.DEFINE_string("prompt", "", "text to continue")
+  flags.DEFINE_string("user", "", "a user message: print the chat model's reply (the chat "
+                      "template; stops at end of turn)")
+  flags.DEFINE_string("system", "", "with --user: a system message before it")
   flags.DEFINE_integer("max_new_tokens", 200, "tokens to generate")
   flags.DEFINE_float("temperature", 0.8, "0 = greedy")
   flags.DEFINE_integer("top_k", 200, "keep the k most likely tokens (0 = all)")
@@ -138,9 +164,19 @@ def main(argv=None) -> None:
 
   def _main(_):
     def body():
+      if FLAGS.user and FLAGS.prompt:
+        raise UserError("give --user (chat) or --prompt (plain text), not both")
+      if FLAGS.system and not FLAGS.user:
+        raise UserError("--system needs a --user message")
       loaded = load_workdir(FLAGS.workdir, FLAGS.step)
-      texts = sample_text(loaded, FLAGS.prompt, FLAGS.max_new_tokens, FLAGS.temperature,
-                          FLAGS.top_k, FLAGS.top_p, FLAGS.seed, FLAGS.num_samples)
+      options = (FLAGS.max_new_tokens, FLAGS.temperature, FLAGS.top_k, FLAGS.top_p, FLAGS.seed,
+                 FLAGS.num_samples)
+      if FLAGS.user:
+        system = [{"role": "system", "content": FLAGS.system}] if FLAGS.system else []
+        texts = chat_replies(loaded, system + [{"role": "user", "content": FLAGS.user}],
+                             *options)
+      else:
+        texts = sample_text(loaded, FLAGS.prompt, *options)
       for i, text in enumerate(texts):
         if len(texts) > 1:
           print(f"--- sample {i}")

@@ -20,6 +20,7 @@ class Loaded:
   tokenizer: Any
   mesh: Any
   step: int
+  workdir: str = ""
 
 
 def inference_mesh(config):
@@ -30,8 +31,9 @@ def inference_mesh(config):
     return sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
 
 
-def load_workdir(workdir: str, step: int | None = None) -> Loaded:
-  """The newest intact checkpoint (a damaged newer one is named and skipped), or `step`."""
+def load_workdir(workdir: str, step: int | None = None, mesh=None) -> Loaded:
+  """The newest intact checkpoint (a damaged newer one is named and skipped), or `step`;
+  params restored onto `mesh` (default: the run's own mesh where it fits)."""
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   steps = ckpt.all_steps()
   if not steps:
@@ -41,9 +43,10 @@ def load_workdir(workdir: str, step: int | None = None) -> Loaded:
     raise UserError(f"--step={step} is not among the checkpoints {steps}")
   try:
     if step is None:
-      _, loaded = ckpt.restore_newest_intact(lambda s: _load_step(ckpt, s), move_damaged=False)
+      _, loaded = ckpt.restore_newest_intact(lambda s: _load_step(ckpt, s, mesh),
+                                             move_damaged=False)
     else:
-      loaded = _load_step(ckpt, step)
+      loaded = _load_step(ckpt, step, mesh)
   except checkpoint.DamagedCheckpoint as e:  # the user asked for this step: no fallback
     raise UserError(f"{e}; pass another of the checkpoints {steps} as --step") from e
   finally:
@@ -51,16 +54,17 @@ def load_workdir(workdir: str, step: int | None = None) -> Loaded:
   return loaded
 
 
-def _load_step(ckpt: checkpoint.Checkpointer, step: int) -> Loaded:
+def _load_step(ckpt: checkpoint.Checkpointer, step: int, mesh=None) -> Loaded:
   from gptjax.data import tokenizer_from_json
   config_json, tokenizer_json = ckpt.restore_meta(step)
   with ckpt.reading(step):
     config = ml_collections.ConfigDict(config_json)
     tokenizer = tokenizer_from_json(tokenizer_json)
     model = GPT(GPTConfig.from_config(config, tokenizer.vocab_size))
-  mesh = inference_mesh(config)
-  params_abstract, params_shardings = state_lib.abstract_params(model, mesh)
+  mesh = mesh or inference_mesh(config)
+  params_abstract, params_shardings = state_lib.abstract_params(model, mesh,
+                                                                replicate_indivisible=True)
   params = ckpt.restore_params(
       step, checkpoint.abstract_with_shardings(params_abstract, params_shardings))
   return Loaded(config=config, model=model, params=params, tokenizer=tokenizer, mesh=mesh,
-                step=step)
+                step=step, workdir=ckpt.workdir)

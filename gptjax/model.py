@@ -9,8 +9,11 @@ K kv heads, H head dim, F mlp width, V vocab.
 
 Calls:
   logits_BTV = model.apply(params, tokens_BT)                          # training / eval
+  logits_BTV = model.apply(params, tokens_BT, segment_ids=seg_BT)      # packed documents
   logits_BTV, cache = model.apply(params, tokens_BT, cache=c, start=i) # prefill / decode
 where `c = init_cache(cfg, batch, max_len)` and `start` is the position of tokens_BT[:, 0].
+With `segment_ids` (int32[B, T], equal ids = one document) attention never crosses a
+document boundary and positions restart at 0 in each document.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gptjax import attention
+from gptjax import attention, lora
 from gptjax.errors import UserError
 
 Cache = list[dict[str, jax.Array]]  # per layer {"k": [B,S,K,H], "v": [B,S,K,H]}
@@ -57,6 +60,10 @@ class GPTConfig:
   attention: str = "xla"
   remat: str = "none"
   init_std: float = 0.02
+  lora_rank: int = 0  # LoRA adapters on the weights lora_targets matches (0 = none)
+  lora_alpha: float = 16.0
+  lora_dropout: float = 0.0
+  lora_targets: str = ""
 
   def __post_init__(self):
     kv = self.num_kv_heads or self.num_heads
@@ -74,6 +81,8 @@ class GPTConfig:
          "model.attention must be xla, cudnn, splash or auto"),
         (self.remat in ("none", *_REMAT_POLICIES), "model.remat must be none, save_dots or full"),
         (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        (self.lora_rank >= 0 and 0.0 <= self.lora_dropout < 1.0,
+         "lora.rank must be >= 0 and lora.dropout in [0, 1)"),
         (min(self.vocab_size, self.num_layers, self.max_len) > 0,
          "model.vocab_size, model.num_layers and model.max_len must be positive"),
     ]
@@ -115,6 +124,10 @@ class GPTConfig:
                       f"tokenizer's {vocab_size}: raise it or set it to 0")
     kwargs["vocab_size"] = padded(vocab, vocab_multiple(config))
     kwargs["max_len"] = model_cfg.max_len or config.data.seq_len
+    adapters = config.get("lora")
+    if adapters is not None and adapters.rank:
+      kwargs.update(lora_rank=adapters.rank, lora_alpha=adapters.alpha,
+                    lora_dropout=adapters.dropout, lora_targets=adapters.targets)
     return cls(**kwargs)
 
 
@@ -184,15 +197,26 @@ def project(spec: str, x, w):
   return jnp.einsum(spec, x, w)
 
 
-def rope(x_BTNH: jax.Array, positions_T: jax.Array, theta: float) -> jax.Array:
-  """Rotary embedding, Llama/Hugging Face convention (rotate the two halves of each head)."""
+def rope(x_BTNH: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding, Llama/Hugging Face convention (rotate the two halves of each head).
+  positions_BT: [B, T] or [1, T] (shared by every row)."""
   half = x_BTNH.shape[-1] // 2
   freqs_h = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
-  angles_TH = positions_T.astype(jnp.float32)[:, None] * freqs_h[None, :]
-  sin, cos = jnp.sin(angles_TH)[None, :, None, :], jnp.cos(angles_TH)[None, :, None, :]
+  angles_BTH = positions_BT.astype(jnp.float32)[..., None] * freqs_h
+  sin, cos = jnp.sin(angles_BTH)[:, :, None, :], jnp.cos(angles_BTH)[:, :, None, :]
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BTNH.dtype)
+
+
+def segment_positions(segment_ids_BT: jax.Array) -> jax.Array:
+  """Each token's position inside its segment: 0 where the id changes, counting up after."""
+  T = segment_ids_BT.shape[1]
+  index_BT = jnp.broadcast_to(jnp.arange(T), segment_ids_BT.shape)
+  starts_BT = jnp.concatenate([jnp.ones_like(segment_ids_BT[:, :1], bool),
+                               segment_ids_BT[:, 1:] != segment_ids_BT[:, :-1]], axis=1)
+  first_BT = jax.lax.cummax(jnp.where(starts_BT, index_BT, 0), axis=1)
+  return index_BT - first_BT
 
 
 class Norm(nn.Module):
@@ -210,30 +234,51 @@ class Norm(nn.Module):
                         **common)(x_BTD)
 
 
+def dense(module: nn.Module, name: str, spec: str, x, shape: tuple[int, ...],
+          axes: tuple[str, ...], std: float, deterministic: bool):
+  """x @ weight `name` (einsum `spec`), plus a LoRA update when model.lora_targets names it."""
+  cfg: GPTConfig = module.cfg
+  w = module.param(name, _dense_init(std, axes), shape)
+  y = project(spec, x, w.astype(cfg.compute_dtype))
+  path = "/".join((*module.scope.path, name))
+  if not lora.applies(cfg, path):
+    return y
+  n_in = lora.contracted_axes(spec)
+  a = module.param(name + lora.A_SUFFIX, nn.with_logical_partitioning(
+      lora.a_init(shape[:n_in]), (*axes[:n_in], None)), (*shape[:n_in], cfg.lora_rank))
+  b = module.param(name + lora.B_SUFFIX, _zeros((None, *axes[n_in:])),
+                   (cfg.lora_rank, *shape[n_in:]))
+  if cfg.lora_dropout and not deterministic:
+    keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - cfg.lora_dropout, x.shape)
+    x = jnp.where(keep, x / (1.0 - cfg.lora_dropout), 0).astype(x.dtype)
+  return y + lora.delta(spec, x, a.astype(y.dtype), b.astype(y.dtype), lora.scale(cfg))
+
+
 class Attention(nn.Module):
   cfg: GPTConfig
 
   @nn.compact
-  def __call__(self, x_BTD, positions_T, layer_cache, start):
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, layer_cache, start, deterministic):
     cfg = self.cfg
     dt, D, N, K, H = cfg.compute_dtype, cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
     out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
 
     def proj(name, heads):
-      w = self.param(f"w{name}", _dense_init(cfg.init_std, ("embed", "heads", "kv")), (D, heads, H))
-      y = project("btd,dnh->btnh", x_BTD, w.astype(dt))
+      y = dense(self, f"w{name}", "btd,dnh->btnh", x_BTD, (D, heads, H),
+                ("embed", "heads", "kv"), cfg.init_std, deterministic)
       if cfg.use_bias:
         y = y + self.param(f"b{name}", _zeros(("heads", "kv")), (heads, H)).astype(dt)
       return _constrain(y, ("batch", "length", "heads", "kv"))
 
     q_BTNH, k_BTKH, v_BTKH = proj("q", N), proj("k", K), proj("v", K)
     if cfg.positions == "rope":
-      q_BTNH = rope(q_BTNH, positions_T, cfg.rope_theta)
-      k_BTKH = rope(k_BTKH, positions_T, cfg.rope_theta)
+      q_BTNH = rope(q_BTNH, positions_BT, cfg.rope_theta)
+      k_BTKH = rope(k_BTKH, positions_BT, cfg.rope_theta)
 
     new_cache = None
     if layer_cache is None:
-      out_BTNH = attention.causal(q_BTNH, k_BTKH, v_BTKH, cfg.attention, cfg.dtype)
+      out_BTNH = attention.causal(q_BTNH, k_BTKH, v_BTKH, cfg.attention, cfg.dtype,
+                                  segment_ids_BT)
     else:
       # Write this chunk's keys/values at `start`, then attend over every cached position
       # up to each query's own position (prefill: a causal block; decode: one row).
@@ -245,8 +290,8 @@ class Attention(nn.Module):
       out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_TS[None, None])
 
     out_BTNH = _constrain(out_BTNH, ("batch", "length", "heads", "kv"))
-    wo = self.param("wo", _dense_init(out_std, ("heads", "kv", "embed")), (N, H, D))
-    y_BTD = project("btnh,nhd->btd", out_BTNH, wo.astype(dt))
+    y_BTD = dense(self, "wo", "btnh,nhd->btd", out_BTNH, (N, H, D), ("heads", "kv", "embed"),
+                  out_std, deterministic)
     if cfg.use_bias:
       y_BTD = y_BTD + self.param("bo", _zeros(("embed",)), (D,)).astype(dt)
     return y_BTD, new_cache
@@ -256,14 +301,14 @@ class Mlp(nn.Module):
   cfg: GPTConfig
 
   @nn.compact
-  def __call__(self, x_BTD):
+  def __call__(self, x_BTD, deterministic):
     cfg = self.cfg
     dt, D, F = cfg.compute_dtype, cfg.embed_dim, cfg.hidden_dim
     out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
 
     def up(name):
-      w = self.param(name, _dense_init(cfg.init_std, ("embed", "mlp")), (D, F))
-      y = project("btd,df->btf", x_BTD, w.astype(dt))
+      y = dense(self, name, "btd,df->btf", x_BTD, (D, F), ("embed", "mlp"), cfg.init_std,
+                deterministic)
       if cfg.use_bias:
         y = y + self.param(f"{name}_bias", _zeros(("mlp",)), (F,)).astype(dt)
       return _constrain(y, ("batch", "length", "mlp"))
@@ -272,8 +317,8 @@ class Mlp(nn.Module):
       h_BTF = nn.silu(up("wi_gate")) * up("wi_up")
     else:  # GPT-2's tanh approximation, or the exact erf form (PyTorch nn.GELU, nanoGPT)
       h_BTF = nn.gelu(up("wi"), approximate=cfg.mlp == "gelu")
-    wo = self.param("wo", _dense_init(out_std, ("mlp", "embed")), (F, D))
-    y_BTD = project("btf,fd->btd", h_BTF, wo.astype(dt))
+    y_BTD = dense(self, "wo", "btf,fd->btd", h_BTF, (F, D), ("mlp", "embed"), out_std,
+                  deterministic)
     if cfg.use_bias:
       y_BTD = y_BTD + self.param("wo_bias", _zeros(("embed",)), (D,)).astype(dt)
     return y_BTD
@@ -284,13 +329,15 @@ class Block(nn.Module):
   cfg: GPTConfig
 
   @nn.compact
-  def __call__(self, x_BTD, positions_T, layer_cache, start, deterministic: bool):
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, layer_cache, start,
+               deterministic: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout)
-    y_BTD, new_cache = Attention(cfg, name="attn")(Norm(cfg, name="ln1")(x_BTD), positions_T,
-                                                   layer_cache, start)
+    y_BTD, new_cache = Attention(cfg, name="attn")(Norm(cfg, name="ln1")(x_BTD), positions_BT,
+                                                   segment_ids_BT, layer_cache, start,
+                                                   deterministic)
     x_BTD = x_BTD + drop(y_BTD, deterministic=deterministic)
-    x_BTD = x_BTD + drop(Mlp(cfg, name="mlp")(Norm(cfg, name="ln2")(x_BTD)),
+    x_BTD = x_BTD + drop(Mlp(cfg, name="mlp")(Norm(cfg, name="ln2")(x_BTD), deterministic),
                          deterministic=deterministic)
     return _constrain(x_BTD, ("batch", "length", "embed")), new_cache
 
@@ -300,14 +347,18 @@ class GPT(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BT, *, deterministic: bool = True, cache: Cache | None = None,
-               start: Any = 0, return_hidden: bool = False):
+               start: Any = 0, return_hidden: bool = False, segment_ids=None):
     """Logits; or with `return_hidden`, (final hidden states, output head) for a loss that
-    computes logits chunk by chunk (gptjax.losses.chunked_cross_entropy)."""
+    computes logits chunk by chunk (gptjax.losses.chunked_cross_entropy). `segment_ids`
+    (int32[B, T]) packs documents: attention stays inside each, positions restart."""
     cfg = self.cfg
     dt, T = cfg.compute_dtype, tokens_BT.shape[1]
     if cache is None and T > cfg.max_len:
       raise UserError(f"sequence length {T} exceeds model.max_len={cfg.max_len}")
-    positions_T = start + jnp.arange(T)
+    if segment_ids is not None and cache is not None:
+      raise ValueError("segment_ids are for whole-sequence calls, not cached decoding")
+    positions_BT = ((start + jnp.arange(T))[None] if segment_ids is None
+                    else segment_positions(segment_ids))
 
     wte = self.param("wte", _dense_init(cfg.init_std, ("vocab", "embed")),
                      (cfg.vocab_size, cfg.embed_dim))
@@ -315,18 +366,21 @@ class GPT(nn.Module):
     if cfg.positions == "learned":
       wpe = self.param("wpe", _dense_init(cfg.init_std, ("length", "embed")),
                        (cfg.max_len, cfg.embed_dim))
-      x_BTD = x_BTD + jax.lax.dynamic_slice_in_dim(wpe, start, T, axis=0).astype(dt)[None]
+      if segment_ids is None:
+        x_BTD = x_BTD + jax.lax.dynamic_slice_in_dim(wpe, start, T, axis=0).astype(dt)[None]
+      else:
+        x_BTD = x_BTD + jnp.take(wpe, positions_BT, axis=0).astype(dt)
     x_BTD = nn.Dropout(cfg.dropout)(x_BTD, deterministic=deterministic)
     x_BTD = _constrain(x_BTD, ("batch", "length", "embed"))
 
     block_cls = Block
     if cfg.remat != "none" and cache is None:
-      block_cls = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(5,))
+      block_cls = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(6,))
     new_cache = []
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else cache[i]
-      x_BTD, layer_new = block_cls(cfg, name=f"block_{i}")(x_BTD, positions_T, layer_cache, start,
-                                                           deterministic)
+      x_BTD, layer_new = block_cls(cfg, name=f"block_{i}")(x_BTD, positions_BT, segment_ids,
+                                                           layer_cache, start, deterministic)
       new_cache.append(layer_new)
 
     x_BTD = Norm(cfg, name="ln_f")(x_BTD)

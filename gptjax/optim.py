@@ -1,7 +1,8 @@
 """Optimiser from config: AdamW, linear warm-up then cosine decay, global-norm clipping.
 
 Weight decay applies to matrices and embeddings (ndim >= 2), never to biases or norm
-scales, as in GPT-2/nanoGPT. A task's trainable mask freezes the rest (zero updates).
+scales, as in GPT-2/nanoGPT. The optimizer is given only the trainable parameters
+(gptjax.trainable.select), so frozen ones have no state at all.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ def decay_mask(params):
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(optim_cfg, total_steps: int, trainable=None) -> optax.GradientTransformation:
-  """`trainable`: optional bool tree; False leaves get no update and no optimizer state."""
+def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
   if optim_cfg.lr <= 0:
     raise UserError(f"optim.lr must be positive, got {optim_cfg.lr}")
   chain = []
@@ -48,8 +48,4 @@ def make_optimizer(optim_cfg, total_steps: int, trainable=None) -> optax.Gradien
   chain.append(optax.adamw(
       learning_rate_schedule(optim_cfg, total_steps), b1=optim_cfg.b1, b2=optim_cfg.b2,
       eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay, mask=decay_mask))
-  tx = optax.chain(*chain)
-  if trainable is not None:
-    labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
-    tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
-  return tx
+  return optax.chain(*chain)

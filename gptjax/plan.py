@@ -91,29 +91,36 @@ def _bytes(tree) -> float:
 
 
 def state_bytes(config, lay: Layout, params=None, fractions=None) -> dict:
-  """params, optimizer state and gradients per device (exact for the config's optimizer)."""
+  """params, optimizer state and gradients per device (exact for the config's optimizer).
+  Optimizer state and gradients exist only for the trainable parameters (train.trainable,
+  train.frozen, LoRA: gptjax.trainable), as in the trainer."""
   from gptjax.optim import make_optimizer
+  from gptjax.trainable import select, trainable_mask
   if params is None:
     params, fractions = _params_and_fractions(lay)
   per_device = lambda p, f: p.size * p.dtype.itemsize * f  # noqa: E731
-  param_bytes = sum(jax.tree_util.tree_leaves(jax.tree_util.tree_map(per_device, params,
-                                                                     fractions)))
+  total = lambda tree: float(sum(jax.tree_util.tree_leaves(tree)))  # noqa: E731
+  param_bytes = total(jax.tree_util.tree_map(per_device, params, fractions))
+  mask = trainable_mask(config, params)
+  trained, trained_fractions = select(params, mask), select(fractions, mask)
+  trained_bytes = total(jax.tree_util.tree_map(per_device, trained, trained_fractions))
   tx = make_optimizer(config.optim, config.train.steps)
-  opt_abstract = jax.eval_shape(tx.init, params)
-  opt_bytes = optax.tree_map_params(tx, per_device, opt_abstract, fractions,
+  opt_abstract = jax.eval_shape(tx.init, trained)
+  opt_bytes = optax.tree_map_params(tx, per_device, opt_abstract, trained_fractions,
                                     transform_non_params=lambda x: x.size * x.dtype.itemsize)
   # The gradient of a weight used in the compute dtype is that dtype until XLA fuses its
   # cast into clipping and the update; accumulation adds a float32 running sum.
   compute_bytes = jnp.dtype(lay.model.compute_dtype).itemsize
-  grads = param_bytes * (compute_bytes / 4 + (1 if lay.grad_accum > 1 else 0))
+  grads = trained_bytes * (compute_bytes / 4 + (1 if lay.grad_accum > 1 else 0))
   # FSDP gathers a layer's weights (in the compute dtype) before using them; XLA keeps the
   # next layer's gather in flight, so two layers' are alive at once.
   gathered = 0.0
   if lay.mesh["fsdp"] > 1:
     layer = _bytes(params["block_0"]) / 4 * jnp.dtype(lay.model.compute_dtype).itemsize
     gathered = 2 * layer / lay.mesh["tensor"]
-  return {"params": param_bytes, "optimizer": float(sum(jax.tree_util.tree_leaves(opt_bytes))),
-          "gradients": grads, "gathered": gathered, "num_params": _bytes(params) / 4}
+  return {"params": param_bytes, "optimizer": total(opt_bytes), "gradients": grads,
+          "gathered": gathered, "num_params": _bytes(params) / 4,
+          "num_trained": _bytes(trained) / 4}
 
 
 def _layer_bytes_per_token(m: GPTConfig, tp: int) -> dict:
@@ -209,7 +216,8 @@ def plan(config, topology: str, vocab_size: int | None = None, mfu: float = 0.5)
   usable = chip.hbm_bytes * _usable_fraction(config, chip)
   return {
       "topology": topology, "chip": chip.name, "devices": num_devices, "mesh": lay.mesh,
-      "num_params": state["num_params"], "micro_per_device": lay.micro_per_device,
+      "num_params": state["num_params"], "num_trained": state["num_trained"],
+      "micro_per_device": lay.micro_per_device,
       "memory": memory, "total_bytes": total, "usable_bytes": usable, "fits": total <= usable,
       "step": step_time(config, lay, chip, params, mfu),
   }
@@ -225,7 +233,9 @@ def _usable_fraction(config, chip: Chip) -> float:
 def format_plan(p: dict) -> str:
   gb = lambda b: f"{b / 1e9:8.2f} GB"  # noqa: E731
   lines = [f"{p['topology']}: {p['devices']} x {p['chip']}, mesh {p['mesh']}, "
-           f"{p['num_params'] / 1e6:,.1f}M params, {p['micro_per_device']} sequences per "
+           f"{p['num_params'] / 1e6:,.1f}M params"
+           + (f" ({p['num_trained'] / 1e6:,.3f}M trained)" if p["num_trained"] != p["num_params"]
+              else "") + f", {p['micro_per_device']} sequences per "
            "device per microbatch", "memory per device:"]
   lines += [f"  {k:<12}{gb(v)}" for k, v in p["memory"].items()]
   verdict = "fits" if p["fits"] else "does NOT fit"

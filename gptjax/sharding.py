@@ -102,11 +102,18 @@ def logical_to_sharding(mesh: Mesh, logical_tree):
   return nn.logical_to_mesh_sharding(logical_tree, mesh, RULES)
 
 
-def param_shardings(mesh: Mesh, abstract_boxed_params):
-  """Shardings for (abstract, LogicallyPartitioned) params; checks every dim divides."""
+def param_shardings(mesh: Mesh, abstract_boxed_params, replicate_indivisible: bool = False):
+  """Shardings for (abstract, LogicallyPartitioned) params; checks every dim divides, or with
+  `replicate_indivisible` (reading another run's checkpoint) replicates such a param."""
   shardings = logical_to_sharding(mesh, nn.get_partition_spec(abstract_boxed_params))
-  check_divisible(nn.unbox(abstract_boxed_params),
-                  jax.tree_util.tree_map(lambda s: s.spec, shardings), dict(mesh.shape))
+  shapes = nn.unbox(abstract_boxed_params)
+  if replicate_indivisible:
+    def fit(leaf, s):
+      ok = all(dim % shard_count(axes, dict(mesh.shape)) == 0
+               for dim, axes in zip(leaf.shape, s.spec))
+      return s if ok else replicated(mesh)
+    return jax.tree_util.tree_map(fit, shapes, shardings)
+  check_divisible(shapes, jax.tree_util.tree_map(lambda s: s.spec, shardings), dict(mesh.shape))
   return shardings
 
 

@@ -48,30 +48,46 @@ def _kernel(seq_len: int, heads: int, mqa: bool, interpret: bool):
     return make(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
-def _local_attention(q_BTNH, k_BTKH, v_BTKH):
-  """One device's causal attention: [B, T, N, H] queries, [B, T, K, H] keys and values."""
+def _local_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
+  """One device's causal attention: [B, T, N, H] queries, [B, T, K, H] keys and values;
+  with segment ids (int32[B, T]) the kernel also masks across segments, block-sparsely."""
   B, T, N, H = q_BTNH.shape
   K = k_BTKH.shape[2]
   interpret = jax.default_backend() != "tpu"  # Pallas TPU kernels run interpreted elsewhere
   q_BNTH = (q_BTNH * (1.0 / math.sqrt(H))).astype(q_BTNH.dtype).transpose(0, 2, 1, 3)
   k_BKTH, v_BKTH = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 1, 3)
+  if segment_ids_BT is None:
+    segments = None
+  else:
+    seg_BT = segment_ids_BT.astype(jax.numpy.int32)
+    segments = kernel.SegmentIds(q=seg_BT, kv=seg_BT)
   if K == N:
-    out_BNTH = jax.vmap(_kernel(T, N, False, interpret))(q_BNTH, k_BKTH, v_BKTH)
+    run = _kernel(T, N, False, interpret)
+    out_BNTH = jax.vmap(lambda q, k, v, s: run(q, k, v, segment_ids=s))(
+        q_BNTH, k_BKTH, v_BKTH, segments)
   else:  # each key/value head serves a group of N // K query heads: the MQA kernel per group
     q_BKGTH = q_BNTH.reshape(B, K, N // K, T, H)
-    per_group = jax.vmap(_kernel(T, N // K, True, interpret))
-    out_BNTH = jax.vmap(per_group)(q_BKGTH, k_BKTH, v_BKTH).reshape(B, N, T, H)
+    run = _kernel(T, N // K, True, interpret)
+    per_group = jax.vmap(lambda q, k, v, s: run(q, k, v, segment_ids=s),
+                         in_axes=(0, 0, 0, None))
+    out_BNTH = jax.vmap(per_group)(q_BKGTH, k_BKTH, v_BKTH, segments).reshape(B, N, T, H)
   return out_BNTH.transpose(0, 2, 1, 3)
 
 
-def causal_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array) -> jax.Array:
-  """Causal attention, same contract as jax.nn.dot_product_attention(..., is_causal=True)."""
+def causal_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array,
+                     segment_ids_BT: jax.Array | None = None) -> jax.Array:
+  """Causal attention, same contract as jax.nn.dot_product_attention(..., is_causal=True)
+  (and, with segment ids, its mask of equal ids)."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return _local_attention(q_BTNH, k_BTKH, v_BTKH)
+    return _local_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
   spec = P(*nn.logical_to_mesh_axes(AXES))
-  return jax.shard_map(_local_attention, mesh=mesh, in_specs=(spec, spec, spec),
-                       out_specs=spec, check_vma=False)(q_BTNH, k_BTKH, v_BTKH)
+  if segment_ids_BT is None:
+    return jax.shard_map(_local_attention, mesh=mesh, in_specs=(spec, spec, spec),
+                         out_specs=spec, check_vma=False)(q_BTNH, k_BTKH, v_BTKH)
+  seg_spec = P(*nn.logical_to_mesh_axes(AXES[:2]))
+  return jax.shard_map(_local_attention, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
+                       out_specs=spec, check_vma=False)(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
 
 
 def mesh_unsupported_reason(batch: int, heads: int, kv_heads: int) -> str | None:

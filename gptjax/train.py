@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gptjax import checkpoint, metrics as metrics_lib, sharding, state as state_lib, xla_flags
+from gptjax import checkpoint, init_from, lora, metrics as metrics_lib, sharding
+from gptjax import state as state_lib, trainable, xla_flags
 from gptjax.config import planned_vocab_size
 from gptjax.errors import UserError, define_config_flag, run_app, run_cli, warn
 from gptjax.model import GPT, GPTConfig, count_params, padded
@@ -79,32 +80,35 @@ def _microbatches(batch: dict, n: int) -> dict:
   return jax.tree_util.tree_map(split, batch)
 
 
-def _weighted_grads(task, params, batch, rng, frozen):
-  """Gradient of the weight-scaled loss, so microbatch sums equal the large-batch gradient."""
-  def scaled(p):
-    loss, aux = task.loss(p, batch, rng, frozen)
+def _weighted_grads(task, params, mask, batch, rng, frozen):
+  """Gradient of the weight-scaled loss, so microbatch sums equal the large-batch gradient;
+  only of the trainable parameters (`mask`), so frozen ones get no gradient at all."""
+  def scaled(trained):
+    loss, aux = task.loss(trainable.merge(params, trained), batch, rng, frozen)
     return loss * aux["weight"], aux
-  grads, aux = jax.grad(scaled, has_aux=True)(params)
+  grads, aux = jax.grad(scaled, has_aux=True)(trainable.select(params, mask))
   return grads, aux
 
 
-def make_train_step(task, tx, grad_accum: int, seed: int, schedule: optax.Schedule):
-  """(state, batch, frozen) -> (state, metrics); jit and shard it with `jit_train_step`."""
+def make_train_step(task, tx, grad_accum: int, seed: int, schedule: optax.Schedule, mask=None):
+  """(state, batch, frozen) -> (state, metrics); jit and shard it with `jit_train_step`.
+  `mask` (gptjax.trainable) picks the parameters that train; the optimizer sees only them."""
 
   def train_step(state, batch, frozen):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     if grad_accum == 1:
-      grads, aux = _weighted_grads(task, state.params, batch, rng, frozen)
+      grads, aux = _weighted_grads(task, state.params, mask, batch, rng, frozen)
     else:
       micro = _microbatches(batch, grad_accum)
 
       def body(carry, xs):
         index, mb = xs
-        g, a = _weighted_grads(task, state.params, mb, jax.random.fold_in(rng, index), frozen)
+        g, a = _weighted_grads(task, state.params, mask, mb, jax.random.fold_in(rng, index),
+                               frozen)
         a = {k: v * a["weight"] if k != "weight" else v for k, v in a.items()}
         return jax.tree_util.tree_map(jnp.add, carry, (g, a)), None
 
-      zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, trainable.select(state.params, mask))
       aux_shape = jax.eval_shape(lambda: task.loss(state.params, jax.tree_util.tree_map(
           lambda x: x[0], micro), rng, frozen)[1])
       aux0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float32), aux_shape)
@@ -112,8 +116,9 @@ def make_train_step(task, tx, grad_accum: int, seed: int, schedule: optax.Schedu
       aux = {k: v / aux["weight"] if k != "weight" else v for k, v in aux.items()}
     total = jnp.maximum(aux["weight"], 1e-9)
     grads = jax.tree_util.tree_map(lambda g: g / total, grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    trained = trainable.select(state.params, mask)
+    updates, opt_state = tx.update(grads, state.opt_state, trained)
+    params = trainable.merge(state.params, optax.apply_updates(trained, updates))
     out = {f"train/{k}": v for k, v in aux.items() if k != "weight"}
     out["train/grad_norm"] = optax.global_norm(grads)
     out["train/lr"] = schedule(state.step)
@@ -177,6 +182,7 @@ class Run:
   shardings: state_lib.TrainState
   abstract: state_lib.TrainState
   frozen: Any
+  mask: Any  # which parameters train (gptjax.trainable); None = all
 
 
 def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> Run:
@@ -202,13 +208,18 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
   model = GPT(model_cfg)
   task.bind(model)
   params_abstract, params_shardings = state_lib.abstract_params(model, mesh)
-  tx = make_optimizer(config.optim, config.train.steps, task.trainable(params_abstract))
-  shardings = state_lib.state_shardings(tx, params_abstract, params_shardings, mesh)
+  if model_cfg.lora_rank and not any(lora.is_adapter(trainable.path_of(p)) for p, _ in
+                                     jax.tree_util.tree_leaves_with_path(params_abstract)):
+    raise UserError(f"--config.lora.targets={config.lora.targets!r} matches no weight (they "
+                    "are named like block_0/attn/wq, block_0/mlp/wi, block_0/mlp/wo)")
+  mask = task.trainable(params_abstract)
+  tx = make_optimizer(config.optim, config.train.steps)
+  shardings = state_lib.state_shardings(tx, params_abstract, params_shardings, mesh, mask)
   return Run(config=config, mesh=mesh, task=task, datasets=datasets, model=model,
              model_cfg=model_cfg, tx=tx,
              schedule=learning_rate_schedule(config.optim, config.train.steps),
-             shardings=shardings, abstract=state_lib.abstract_state(tx, params_abstract),
-             frozen=task.init_frozen(mesh))
+             shardings=shardings, abstract=state_lib.abstract_state(tx, params_abstract, mask),
+             frozen=task.init_frozen(mesh), mask=mask)
 
 
 def _note_adjustments(config, vocab: int, model_cfg: GPTConfig) -> None:
@@ -225,14 +236,14 @@ def _note_adjustments(config, vocab: int, model_cfg: GPTConfig) -> None:
 
 
 # How a model runs, not what it is: these may change between a run and its resumption.
-RUNTIME_MODEL_KEYS = ("dtype", "attention", "remat", "dropout")
+RUNTIME_MODEL_KEYS = ("dtype", "attention", "remat", "dropout", "lora_dropout")
 
 
 def jitted_step(run: Run):
   """The run's sharded, donated train step: what the loop and the benchmarks execute."""
   cfg = run.config
   return jit_train_step(make_train_step(run.task, run.tx, cfg.train.grad_accum, cfg.seed,
-                                        run.schedule), run.mesh, run.shardings,
+                                        run.schedule, run.mask), run.mesh, run.shardings,
                         donate=cfg.train.donate)
 
 
@@ -346,13 +357,25 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.checkpoint.keep,
                                  keep_best=cfg.checkpoint.keep_best)
   run, latest, state = _resume(ckpt, cfg, workdir)
+  started_from = None
   if run is None:
-    run = build_run(cfg)
-    state = state_lib.init_state(run.model, run.tx, run.mesh, run.shardings, cfg.seed)
+    run = build_run(cfg, tokenizer=init_from.source_tokenizer(cfg.init) if cfg.init.workdir
+                    else None)
+    params = None
+    if cfg.init.workdir:
+      source = init_from.open_source(cfg.init, run.mesh)
+      fresh = state_lib.init_params(run.model, run.mesh, run.shardings.params, cfg.seed)
+      params, started_from = init_from.load(source, fresh, run, cfg.init.exclude)
+    state = state_lib.init_state(run.model, run.tx, run.mesh, run.shardings, cfg.seed, run.mask,
+                                 params=params)
   mesh, ds = run.mesh, run.datasets
   writer = metrics_lib.MetricsWriter(workdir)
   is_main = jax.process_index() == 0
   config_json = json.loads(cfg.to_json_best_effort())
+  if started_from is not None:
+    init_from.record(workdir, started_from, config_json)
+    if is_main:
+      print(init_from.describe(started_from))
   tokenizer_json = ds.tokenizer.to_json()
   if latest is not None:
     writer.truncate_after(latest)
@@ -360,12 +383,14 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
       print(f"resumed from {checkpoint.checkpoint_dir(workdir)} at step {latest}")
 
   n_params = count_params(state.params)
+  n_trained = trainable.count(state.params, run.mask)
   n_devices = jax.device_count()
   tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
   flops_token = metrics_lib.model_flops_per_token(state.params, run.model_cfg, cfg.data.seq_len)
   peak = metrics_lib.peak_flops_per_device()
   if is_main:
-    print(f"model: {n_params / 1e6:.2f}M params, vocab {run.model_cfg.vocab_size}; mesh "
+    trains = "" if run.mask is None else f" ({n_trained / 1e6:.3f}M trained)"
+    print(f"model: {n_params / 1e6:.2f}M params{trains}, vocab {run.model_cfg.vocab_size}; mesh "
           f"{dict(mesh.shape)}; data: {ds.train_tokens:,} train / {ds.eval_tokens:,} held-out "
           f"tokens; {cfg.train.steps} steps of {tokens_per_step:,} tokens")
 

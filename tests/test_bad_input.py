@@ -35,6 +35,12 @@ class Case:
 
 TINY = ["--config=configs/tiny.py", "--config.data.data_dir={DATA}"]
 TRAIN = ["gptjax.train", *TINY]
+SFT = ["--config=configs/sft.py:smoke", "--workdir={T}/sft"]
+CHAT_OK = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+
+
+def chat_file(*lines: str):
+  return lambda t, w: write(t / "chat.jsonl", ("\n".join(lines) + "\n").encode())
 
 
 def write(path, data: bytes):
@@ -171,6 +177,28 @@ CASES = [
          [*TINY, "--config.data.path={T}/missing.txt"], "--config.data.path="),
     Case("prepare-misspelt-key", "gptjax.data.prepare", [*TINY, "--config.data.pth=x"],
          "did you mean --config.data.path?"),
+    # chat fine-tuning
+    Case("sft-malformed-record", "gptjax.train", [*SFT, "--config.data.path={T}/chat.jsonl"],
+         "chat.jsonl:3: not valid JSON", chat_file(CHAT_OK, CHAT_OK, '{"messages": [')),
+    Case("sft-no-assistant-turn", "gptjax.train", [*SFT, "--config.data.path={T}/chat.jsonl"],
+         "chat.jsonl:2: no assistant message",
+         chat_file(CHAT_OK, '{"messages": [{"role": "user", "content": "hi"}]}')),
+    Case("init-from-another-architecture", "gptjax.train",
+         [*TINY, "--workdir={T}/ft", "--config.init.workdir={W}", "--config.model.num_layers=3"],
+         "16 parameters of this model are not in it: block_2/attn/bk, block_2/attn/bo"),
+    Case("init-without-checkpoint", "gptjax.train",
+         [*TINY, "--workdir={T}/ft", "--config.init.workdir={T}/none"],
+         "/none holds no checkpoint"),
+    Case("lora-targets-match-nothing", "gptjax.train",
+         [*TINY, "--workdir={T}/ft", "--config.lora.rank=4", "--config.lora.targets=wz"],
+         "--config.lora.targets='wz' matches no weight"),
+    Case("trainable-matches-nothing", "gptjax.train",
+         [*TINY, "--workdir={T}/ft", "--config.train.trainable=^nothing$"],
+         "leave no parameter to train"),
+    Case("lora-merge-without-adapters", "gptjax.lora_cli", ["--workdir={W}", "--out={T}/m"],
+         "has no LoRA adapters"),
+    Case("sample-chat-without-chat-tokens", "gptjax.generate", ["--workdir={W}", "--user=hi"],
+         "no chat tokens"),
     # gptjax-plan
     Case("plan-without-config", "gptjax.plan", [], "pass --config"),
     Case("plan-unknown-topology", "gptjax.plan", ["--config=configs/gpt2.py:124m",
@@ -185,7 +213,7 @@ CASES = [
 
 SCRIPTS = {"gptjax.train": "gptjax-train", "gptjax.evaluate": "gptjax-eval",
            "gptjax.generate": "gptjax-sample", "gptjax.data.prepare": "gptjax-prepare",
-           "gptjax.plan": "gptjax-plan"}
+           "gptjax.plan": "gptjax-plan", "gptjax.lora_cli": "gptjax-lora"}
 
 
 def command_line(module: str) -> list[str]:

@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -217,7 +218,7 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path):
 
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
-RUNNABLE = [("tiny", None), ("shakespeare_char", "cpu"), ("gpt2_124m", "smoke")]
+RUNNABLE = [("tiny", None), ("shakespeare_char", "cpu"), ("gpt2_124m", "smoke"), ("sft", "smoke")]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -237,6 +238,8 @@ def test_configs_with_a_cpu_or_smoke_arg_run_two_steps(name, arg, tmp_path, shak
   c.data.data_dir = str(tmp_path / "data")
   if name == "shakespeare_char":
     c.data.path = shakespeare_path
+  if name == "sft":  # conversations, from wherever the tests run
+    c.data.path = str(pathlib.Path(shakespeare_path).parents[1] / "alpaca" / "alpaca_5000.json")
   c.train.steps, c.eval.every, c.checkpoint.every, c.eval.max_batches = 2, 2, 2, 2
   c.optim.warmup_steps, c.train.progress = 1, False
   c.train.batch_size = 8 * c.train.grad_accum  # one row per simulated device

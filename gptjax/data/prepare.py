@@ -46,21 +46,29 @@ def _write_atomically(path: str, write) -> None:
 
 
 def _tokenizer_settings(tok) -> tuple:
+  chat = ("chat",) if tok.get("chat_tokens") else ()
   if tok.kind == "char":
     return ("char",)
   if tok.kind == "sentencepiece":
-    return ("sentencepiece", tok.vocab_size, tok.model_type, tok.byte_fallback, tok.max_sentences)
+    return ("sentencepiece", tok.vocab_size, tok.model_type, tok.byte_fallback, tok.max_sentences,
+            *chat)
   raise UserError(f"--config.data.tokenizer.kind={tok.kind!r}: use sentencepiece or char")
 
 
 def _train_tokenizer(tok, records) -> tokenizers.Tokenizer:
+  """A new tokenizer. A sentencepiece one reserves the chat template's control tokens with
+  data.tokenizer.chat_tokens (keeping its configured total size); a char one stays exactly
+  the corpus's characters, as nanoGPT's (a chat task appends the tokens when it needs them)."""
+  from gptjax.data.chat_template import CHAT_TOKENS, with_chat_tokens
   if tok.kind == "char":  # the whole corpus, as nanoGPT; "\n" too when it separates documents
     pieces = records["train"] + records["validation"]
     separator = ["\n"] if sum(start for _, start in pieces) > 1 else []
     return tokenizers.CharTokenizer.from_texts([text for text, _ in pieces] + separator)
-  return tokenizers.train_sentencepiece(
-      (text for text, _ in records["train"]), vocab_size=tok.vocab_size,
+  trained = tokenizers.train_sentencepiece(
+      (text for text, _ in records["train"]),
+      vocab_size=tok.vocab_size - (len(CHAT_TOKENS) if tok.chat_tokens else 0),
       model_type=tok.model_type, byte_fallback=tok.byte_fallback, max_sentences=tok.max_sentences)
+  return with_chat_tokens(trained) if tok.chat_tokens else trained
 
 
 def _tokenizer(tok, folder: str, records) -> tokenizers.Tokenizer:

@@ -1,5 +1,8 @@
 """Tokenizers: character-level (nanoGPT) and sentencepiece (BPE / unigram), JSON-serialisable.
 
+Special tokens (the chat template's) are appended after a tokenizer's own vocabulary
+(`with_added_tokens`): one id each, never produced by `encode`, so no text can forge them.
+
 Both keep `decode(encode(text)) == text` (sentencepiece: with byte_fallback), including code
 indentation and newlines, so samples and round trips are exact. Nothing is pickled: `to_json`
 gives a plain dict (a sentencepiece model as base64 of its proto) that `tokenizer_from_json`
@@ -24,6 +27,7 @@ MAX_SENTENCE_CHARS = 1000  # sentencepiece skips training sentences over 4192 by
 class Tokenizer(Protocol):
   vocab_size: int
   eos_id: int | None  # document separator; None = join documents with "\n" instead
+  added_tokens: tuple[str, ...]  # special tokens after the base vocabulary, in id order
 
   def encode(self, text: str) -> np.ndarray: ...
   def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]: ...
@@ -35,6 +39,7 @@ class CharTokenizer:
   """One id per distinct character, ids in sorted character order (as nanoGPT)."""
 
   eos_id = None
+  added_tokens = ()
 
   def __init__(self, chars: str):
     self.chars = "".join(sorted(set(chars)))
@@ -67,6 +72,8 @@ class CharTokenizer:
 class SentencePieceTokenizer:
   """A sentencepiece model; eos separates documents, "\\n" is a piece of its own."""
 
+  added_tokens = ()
+
   def __init__(self, model_proto: bytes):
     self.model_proto = model_proto
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
@@ -87,7 +94,63 @@ class SentencePieceTokenizer:
     return {"kind": "sentencepiece", "model": base64.b64encode(self.model_proto).decode("ascii")}
 
 
+class WithAddedTokens:
+  """A base tokenizer plus special tokens at ids base.vocab_size, base.vocab_size + 1, ...
+
+  `encode` is the base's, so it never yields them; `decode` writes them by name."""
+
+  def __init__(self, base: Tokenizer, added: Sequence[str]):
+    if len(set(added)) != len(added):
+      raise ValueError(f"repeated added tokens: {list(added)}")
+    self.base, self.added_tokens = base, tuple(added)
+    self.vocab_size = base.vocab_size + len(self.added_tokens)
+    self.eos_id = base.eos_id
+    self._ids = {name: base.vocab_size + i for i, name in enumerate(self.added_tokens)}
+
+  def token_id(self, name: str) -> int:
+    return self._ids[name]
+
+  def encode(self, text: str) -> np.ndarray:
+    return self.base.encode(text)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    return self.base.encode_batch(texts)
+
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids).reshape(-1)
+    special = ids >= self.base.vocab_size
+    if not special.any():
+      return self.base.decode(ids)
+    parts, start = [], 0
+    for i in np.flatnonzero(special):
+      parts.append(self.base.decode(ids[start:i]))
+      index = int(ids[i]) - self.base.vocab_size
+      parts.append(self.added_tokens[index] if index < len(self.added_tokens) else "")
+      start = i + 1
+    parts.append(self.base.decode(ids[start:]))
+    return "".join(parts)
+
+  def to_json(self) -> dict:
+    return {**self.base.to_json(), "added_tokens": list(self.added_tokens)}
+
+
+def with_added_tokens(tokenizer: Tokenizer, names: Sequence[str]) -> Tokenizer:
+  """`tokenizer` with those of `names` it lacks appended (existing ids never move)."""
+  missing = [n for n in names if n not in tokenizer.added_tokens]
+  if not missing:
+    return tokenizer
+  base = getattr(tokenizer, "base", tokenizer)
+  return WithAddedTokens(base, (*tokenizer.added_tokens, *missing))
+
+
+def special_token_id(tokenizer: Tokenizer, name: str) -> int | None:
+  return tokenizer.token_id(name) if name in tokenizer.added_tokens else None
+
+
 def tokenizer_from_json(d: dict) -> Tokenizer:
+  if d.get("added_tokens"):
+    base = tokenizer_from_json({k: v for k, v in d.items() if k != "added_tokens"})
+    return WithAddedTokens(base, d["added_tokens"])
   if d.get("kind") == "char":
     return CharTokenizer(d["chars"])
   if d.get("kind") == "sentencepiece":

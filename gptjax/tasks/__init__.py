@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 import jax
 
 from gptjax.tasks.lm import LMTask
+from gptjax.tasks.sft import SFTTask
 
 
 class Task(Protocol):
@@ -28,7 +29,7 @@ class Task(Protocol):
   def evaluators(self) -> dict[str, Callable]: ...  # extra metrics: (params, frozen) -> dict
 
 
-TASKS: dict[str, type] = {"lm": LMTask}
+TASKS: dict[str, type] = {"lm": LMTask, "sft": SFTTask}
 
 
 def make_task(config) -> Task:
