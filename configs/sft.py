@@ -70,7 +70,7 @@ def get_config(arg=None):
     c.init.workdir = ""
     c.model.num_layers, c.model.num_heads, c.model.embed_dim = 2, 2, 32
     c.data.seq_len = 64
-    c.data.tokenizer.vocab_size = 256
+    c.data.tokenizer.vocab_size = 512
     c.data.max_chars = 0
     c.train.steps, c.train.batch_size = 10, 8
     c.eval.every = c.checkpoint.every = 10
