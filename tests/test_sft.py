@@ -133,11 +133,16 @@ def lora_params(cfg, base_params, seed=0, b_scale=0.0):
   return model, params
 
 
-def test_lora_at_init_is_bit_identical_and_merged_equals_unmerged():
+def base_model():
+  """(tokens, the base GPT, its params, its logits on the tokens)."""
   tokens = np.asarray(jax.random.randint(jax.random.key(3), (2, 24), 0, CFG.vocab_size))
   base = GPT(CFG)
   base_params = init(base, tokens)
-  base_logits = np.asarray(base.apply({"params": base_params}, tokens))
+  return tokens, base, base_params, np.asarray(base.apply({"params": base_params}, tokens))
+
+
+def test_lora_at_init_is_bit_identical_and_merged_equals_unmerged():
+  tokens, base, base_params, base_logits = base_model()
   cfg = dataclasses.replace(CFG, lora_rank=4, lora_alpha=8.0)
   model, params = lora_params(cfg, base_params)
   adapters = [p for p in lora.adapters(params)]
@@ -148,6 +153,21 @@ def test_lora_at_init_is_bit_identical_and_merged_equals_unmerged():
   assert not np.allclose(unmerged, base_logits, atol=1e-3)
   merged = np.asarray(base.apply({"params": lora.merge(params, cfg)}, tokens))
   np.testing.assert_allclose(merged, unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_dropout_drops_only_the_adapter_input_and_only_in_training():
+  tokens, base, base_params, base_logits = base_model()
+  cfg = dataclasses.replace(CFG, lora_rank=4, lora_dropout=0.5)
+  train_mode = lambda m, p, seed: np.asarray(m.apply(  # noqa: E731
+      {"params": p}, tokens, deterministic=False, rngs={"dropout": jax.random.key(seed)}))
+  model, params = lora_params(cfg, base_params)  # B = 0: dropout has nothing to drop
+  np.testing.assert_array_equal(train_mode(model, params, 0), base_logits)
+  model, params = lora_params(cfg, base_params, b_scale=0.05)
+  evaluation = np.asarray(model.apply({"params": params}, tokens))
+  assert not np.allclose(train_mode(model, params, 0), evaluation, atol=1e-4)
+  assert not np.allclose(train_mode(model, params, 0), train_mode(model, params, 1), atol=1e-4)
+  merged = np.asarray(base.apply({"params": lora.merge(params, cfg)}, tokens))
+  np.testing.assert_allclose(evaluation, merged, atol=1e-5)  # no dropout when evaluating
 
 
 def grads_on(mesh_shape, cfg, config, base_params, data):
