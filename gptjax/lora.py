@@ -95,17 +95,13 @@ def adapters(params: dict) -> dict[str, np.ndarray]:
 
 def with_adapters(params: dict, flat: dict) -> dict:
   """`params` with its adapter leaves replaced by `flat` (from `adapters`); shapes checked."""
-  def walk(tree, prefix):
-    out = {}
-    for name, value in tree.items():
-      path = f"{prefix}{name}"
-      if isinstance(value, dict):
-        out[name] = walk(value, path + "/")
-      elif path in flat:
-        if tuple(flat[path].shape) != tuple(value.shape):
-          raise ValueError(f"adapter {path}: shape {flat[path].shape}, model has {value.shape}")
-        out[name] = jnp.asarray(flat[path], value.dtype)
-      else:
-        out[name] = value
-    return out
-  return walk(params, "")
+  from gptjax.trainable import path_of
+
+  def put(key_path, value):
+    path = path_of(key_path)
+    if path not in flat:
+      return value
+    if tuple(flat[path].shape) != tuple(value.shape):
+      raise ValueError(f"adapter {path}: shape {flat[path].shape}, model has {value.shape}")
+    return jnp.asarray(flat[path], value.dtype)
+  return jax.tree_util.tree_map_with_path(put, params)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gptjax import checkpoint, init_from, lora, metrics as metrics_lib, sharding
+from gptjax import checkpoint, init_from, metrics as metrics_lib, sharding
 from gptjax import state as state_lib, trainable, xla_flags
 from gptjax.config import planned_vocab_size
 from gptjax.errors import UserError, define_config_flag, run_app, run_cli, warn
@@ -208,10 +208,6 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
   model = GPT(model_cfg)
   task.bind(model)
   params_abstract, params_shardings = state_lib.abstract_params(model, mesh)
-  if model_cfg.lora_rank and not any(lora.is_adapter(trainable.path_of(p)) for p, _ in
-                                     jax.tree_util.tree_leaves_with_path(params_abstract)):
-    raise UserError(f"--config.lora.targets={config.lora.targets!r} matches no weight (they "
-                    "are named like block_0/attn/wq, block_0/mlp/wi, block_0/mlp/wo)")
   mask = task.trainable(params_abstract)
   tx = make_optimizer(config.optim, config.train.steps)
   shardings = state_lib.state_shardings(tx, params_abstract, params_shardings, mesh, mask)

@@ -42,6 +42,10 @@ def trainable_mask(config, params):
     chosen = lora.is_adapter(path) or (pick.search(path) is not None if pick else not rank)
     return chosen and not (drop and drop.search(path))
 
+  if rank and not any(lora.is_adapter(path_of(p)) for p, _ in
+                     jax.tree_util.tree_leaves_with_path(params)):
+    raise UserError(f"--config.lora.targets={config.lora.targets!r} matches no weight (they "
+                    "are named like block_0/attn/wq, block_0/mlp/wi, block_0/mlp/wo)")
   mask = jax.tree_util.tree_map_with_path(trains, params)
   if not any(jax.tree_util.tree_leaves(mask)):
     raise UserError(f"--config.train.trainable={config.train.trainable!r} and "

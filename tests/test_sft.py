@@ -99,15 +99,17 @@ def test_a_token_of_one_conversation_never_changes_another_conversations_logits(
     assert not np.allclose(after[0, seg == s], before[0, seg == s])
 
 
-def test_segment_masking_is_the_same_through_the_splash_kernel():
+@pytest.mark.parametrize("layout", ["gpt2", "llama"])  # llama: grouped-query (MQA kernel)
+def test_segment_masking_is_the_same_through_the_splash_kernel(layout):
   """The TPU kernel masks by segment ids like XLA does (Pallas interpreter on CPU)."""
-  model = GPT(CFG)
+  cfg = CFG if layout == "gpt2" else dataclasses.replace(CFG, **LLAMA)
+  model = GPT(cfg)
   packed, _ = batch_of(examples([40, 50, 30]), 129, packing=True)
   inputs, seg = packed["tokens"][:, :-1], packed["segment_ids"]
   params = init(model, inputs, 2)
   xla = model.apply({"params": params}, inputs, segment_ids=seg)
   with attention.compiling_for("tpu"):
-    splash = GPT(dataclasses.replace(CFG, attention="splash")).apply(
+    splash = GPT(dataclasses.replace(cfg, attention="splash")).apply(
         {"params": params}, inputs, segment_ids=seg)
   np.testing.assert_allclose(splash, xla, rtol=1e-5, atol=1e-5)
 

@@ -110,10 +110,8 @@ def chat_tokenizer(config, conversations: list):
   texts = [m["content"] for c in conversations for m in c]
   if tok.kind == "char":
     return tokenizers.CharTokenizer.from_texts(texts)
-  return tokenizers.train_sentencepiece(
-      texts, vocab_size=tok.vocab_size - len(chat_template.CHAT_TOKENS),
-      model_type=tok.model_type, byte_fallback=tok.byte_fallback,
-      max_sentences=tok.max_sentences)
+  from gptjax.data.prepare import sentencepiece_from_config
+  return sentencepiece_from_config(tok, texts)
 
 
 def make_chat_datasets(config, process_index: int | None = None,

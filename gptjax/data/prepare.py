@@ -59,14 +59,19 @@ def _train_tokenizer(tok, records) -> tokenizers.Tokenizer:
   """A new tokenizer. A sentencepiece one reserves the chat template's control tokens with
   data.tokenizer.chat_tokens (keeping its configured total size); a char one stays exactly
   the corpus's characters, as nanoGPT's (a chat task appends the tokens when it needs them)."""
-  from gptjax.data.chat_template import CHAT_TOKENS, with_chat_tokens
   if tok.kind == "char":  # the whole corpus, as nanoGPT; "\n" too when it separates documents
     pieces = records["train"] + records["validation"]
     separator = ["\n"] if sum(start for _, start in pieces) > 1 else []
     return tokenizers.CharTokenizer.from_texts([text for text, _ in pieces] + separator)
+  return sentencepiece_from_config(tok, (text for text, _ in records["train"]))
+
+
+def sentencepiece_from_config(tok, texts) -> tokenizers.Tokenizer:
+  """A sentencepiece tokenizer trained on `texts` with data.tokenizer's settings; with
+  chat_tokens the control tokens take 4 of its vocab_size ids (the total stays as set)."""
+  from gptjax.data.chat_template import CHAT_TOKENS, with_chat_tokens
   trained = tokenizers.train_sentencepiece(
-      (text for text, _ in records["train"]),
-      vocab_size=tok.vocab_size - (len(CHAT_TOKENS) if tok.chat_tokens else 0),
+      texts, vocab_size=tok.vocab_size - (len(CHAT_TOKENS) if tok.chat_tokens else 0),
       model_type=tok.model_type, byte_fallback=tok.byte_fallback, max_sentences=tok.max_sentences)
   return with_chat_tokens(trained) if tok.chat_tokens else trained
 
