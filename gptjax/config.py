@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.attention = "xla"  # attention kernel: xla, cudnn (GPU flash), splash (TPU flash) or auto
   m.remat = "none"  # rematerialisation per block: none, save_dots, full
   m.init_std = 0.02  # normal init std; residual projections scaled by 1/sqrt(2 * num_layers)
+  m.score_head = False  # a scalar head on the last hidden state (reward models: task.name=reward)
 
   c.data = d = ml_collections.ConfigDict()
   d.path = ""  # local corpus: a text file, a folder, or a glob; "" = use data.tfds_name
@@ -127,6 +128,43 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = ml_collections.ConfigDict()
   c.task.name = "lm"  # objective, from gptjax.tasks.TASKS
   c.task.loss_chunk = 0  # positions per chunk of output layer + cross-entropy (0 = all at once)
+
+  # Learning from feedback: data.path holds preference pairs (reward, dpo) or prompts (grpo)
+  c.reward = rw = ml_collections.ConfigDict()  # task.name=reward: Bradley-Terry on pairs
+  rw.margin = 0.0  # the chosen reward must beat the rejected one by this much
+  rw.center_coef = 0.0  # penalty on (r_chosen + r_rejected)^2: keeps rewards centred on 0
+
+  c.dpo = dp = ml_collections.ConfigDict()  # task.name=dpo (direct preference optimisation)
+  dp.beta = 0.1  # strength of the leash to the reference policy
+  dp.loss = "sigmoid"  # "sigmoid" (DPO) or "ipo" (squared loss on length-averaged log-ratios)
+  dp.label_smoothing = 0.0  # conservative DPO: the share of pairs assumed mislabelled
+  dp.reference_workdir = ""  # the frozen reference ("" = init.workdir; with LoRA: the base)
+  dp.reference_step = 0  # its checkpoint (0 = the newest intact one)
+  dp.precompute_reference = False  # score every pair with the reference once, then free it
+
+  c.grpo = g = ml_collections.ConfigDict()  # task.name=grpo: RL on rewards, KL to a reference
+  g.group_size = 4  # completions sampled per prompt (train.batch_size counts completions)
+  g.max_new_tokens = 64  # completion length cap (a completion stops at its end-of-turn token)
+  g.temperature = 1.0  # sampling temperature (plain sampling: no top-k/top-p, so ratios hold)
+  g.reward_workdir = ""  # a reward model's workdir (task.name=reward), or ...
+  g.reward_step = 0
+  g.reward_fn = ""  # ... a registered Python reward (gptjax.rewards.REWARDS), e.g. exact_match
+  g.advantage = "grpo"  # "grpo" (group-normalised), "rloo" (leave-one-out), "dr_grpo" (no std)
+  g.clip_eps = 0.2  # PPO clip range of the ratio
+  g.kl_coef = 0.04  # weight of the KL penalty to the reference (0 = none, no reference held)
+  g.kl_estimator = "k3"  # "k3" (unbiased, positive) or "k1" (log-ratio)
+  g.reference_workdir = ""  # the frozen reference ("" = init.workdir; with LoRA: the base)
+  g.reference_step = 0
+  g.mask_truncated = False  # completions that never reached end of turn get no loss
+  g.updates_per_rollout = 1  # optimizer steps on each rollout batch (ratio != 1 after the first)
+
+  c.distill = ds = ml_collections.ConfigDict()  # task.name=distill: a frozen teacher
+  ds.teacher_workdir = ""  # the teacher's workdir (same tokenizer as this run)
+  ds.teacher_step = 0  # its checkpoint (0 = the newest intact one)
+  ds.alpha = 0.5  # loss = (1 - alpha) * cross-entropy + alpha * divergence
+  ds.temperature = 1.0  # both distributions softened by it; the divergence is scaled by T^2
+  ds.divergence = "forward"  # "forward" KL(teacher||student), "reverse" KL(student||teacher), "jsd"
+  ds.jsd_beta = 0.5  # generalised JSD's interpolation (0 -> forward KL, 1 -> reverse KL)
   return c
 
 

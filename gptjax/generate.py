@@ -16,51 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax.errors import UserError
-from gptjax.model import GPT, GPTConfig, init_cache
-
-
-def sample_logits(logits_BV: jax.Array, rng: jax.Array, temperature: float, top_k: int,
-                  top_p: float) -> jax.Array:
-  """Greedy at temperature 0; else temperature, then top-k, then nucleus (top-p) filtering."""
-  if temperature == 0.0:
-    return jnp.argmax(logits_BV, axis=-1)
-  logits_BV = logits_BV.astype(jnp.float32) / temperature
-  if top_k and top_k < logits_BV.shape[-1]:
-    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
-    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
-  if top_p < 1.0:
-    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
-    cumulative_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
-    keep_BV = (cumulative_BV - jax.nn.softmax(sorted_BV, axis=-1)) < top_p  # first always kept
-    threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
-    logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
-  return jax.random.categorical(rng, logits_BV, axis=-1)
+from gptjax import rollout
+from gptjax.model import GPT, GPTConfig
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "temperature", "top_k",
                                              "top_p", "valid_vocab"))
 def _generate_segment(cfg: GPTConfig, params, prompt_BP, rng, *, max_new_tokens: int,
                       temperature: float, top_k: int, top_p: float, valid_vocab: int):
-  model = GPT(cfg)
-  B, P = prompt_BP.shape
-  cache = init_cache(cfg, B, P + max_new_tokens)
-
-  def pick(logits_BV, key):
-    logits_BV = jnp.where(jnp.arange(logits_BV.shape[-1]) < valid_vocab, logits_BV, -jnp.inf)
-    return sample_logits(logits_BV, key, temperature, top_k, top_p).astype(jnp.int32)
-
-  logits_BPV, cache = model.apply({"params": params}, prompt_BP, cache=cache, start=0)
-  first_B = pick(logits_BPV[:, -1], jax.random.fold_in(rng, 0))
-
-  def step(carry, i):
-    token_B, cache = carry
-    logits_B1V, cache = model.apply({"params": params}, token_B[:, None], cache=cache,
-                                    start=P + i)
-    nxt_B = pick(logits_B1V[:, 0], jax.random.fold_in(rng, i + 1))
-    return (nxt_B, cache), token_B
-
-  (last_B, _), tokens_NB = jax.lax.scan(step, (first_B, cache), jnp.arange(max_new_tokens - 1))
-  return jnp.concatenate([tokens_NB.T, last_B[:, None]], axis=1)
+  tokens_BN, _, _ = rollout.sample(GPT(cfg), params, prompt_BP, rng,
+                                   max_new_tokens=max_new_tokens, temperature=temperature,
+                                   top_k=top_k, top_p=top_p, valid_vocab=valid_vocab)
+  return tokens_BN
 
 
 def generate(model: GPT, params, prompt_BP, max_new_tokens: int, rng: jax.Array,

@@ -5,6 +5,7 @@ and data start fresh, and the other run's tokenizer becomes this run's (a chat t
 its control tokens). Every parameter must match by path and shape except:
 - those `init.exclude` matches, which keep their fresh init;
 - LoRA adapters this run adds (B = 0: the model starts equal to the loaded one);
+- a reward model's scalar head (`model.score_head`) on a language model's weights;
 - the token embedding (and an untied head) when this run's tokenizer extends the loaded
   one with special tokens: loaded rows are copied, each new token's row is the mean of the
   loaded rows, so every existing token's logit is unchanged.
@@ -27,6 +28,7 @@ from gptjax.trainable import path_of
 
 FLAG = "--config.init.workdir"
 VOCAB_AXIS = {"wte": 0, "lm_head": 1}  # parameters with a row (column) per token
+ADDED_HEADS = ("score_head",)  # a reward model's head starts fresh on a language model
 
 
 def _steps(init_cfg) -> list[int]:
@@ -85,7 +87,7 @@ def _plan(source: Loaded, fresh, tokenizer, exclude: str) -> dict[str, str]:
     if skip and skip.search(path):
       plan[path] = "fresh"
     elif path not in src:
-      if lora.is_adapter(path):
+      if lora.is_adapter(path) or path in ADDED_HEADS:
         plan[path] = "fresh"
       else:
         missing.append(path)

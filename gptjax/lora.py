@@ -105,3 +105,11 @@ def with_adapters(params: dict, flat: dict) -> dict:
       raise ValueError(f"adapter {path}: shape {flat[path].shape}, model has {value.shape}")
     return jnp.asarray(flat[path], value.dtype)
   return jax.tree_util.tree_map_with_path(put, params)
+
+
+def without_adapters(params):
+  """The base model: every B set to zero, so each adapter adds nothing. With LoRA the base
+  weights are the frozen reference policy (DPO, GRPO) and no second copy is held."""
+  from gptjax.trainable import path_of
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: jnp.zeros_like(x) if path_of(p).endswith(B_SUFFIX) else x, params)

@@ -12,6 +12,9 @@ Calls:
   logits_BTV = model.apply(params, tokens_BT, segment_ids=seg_BT)      # packed documents
   logits_BTV, cache = model.apply(params, tokens_BT, cache=c, start=i) # prefill / decode
 where `c = init_cache(cfg, batch, max_len)` and `start` is the position of tokens_BT[:, 0].
+Cached calls take `left_pad` (int32[B]): row b's first left_pad[b] slots are padding that no
+query attends to, and its positions count from the first real token; the whole-sequence call
+with segment ids 0 on the padding and 1 after it computes the same.
 With `segment_ids` (int32[B, T], equal ids = one document) attention never crosses a
 document boundary and positions restart at 0 in each document.
 """
@@ -64,6 +67,7 @@ class GPTConfig:
   lora_alpha: float = 16.0
   lora_dropout: float = 0.0
   lora_targets: str = ""
+  score_head: bool = False  # a scalar head beside the output layer (reward models, tasks/reward)
 
   def __post_init__(self):
     kv = self.num_kv_heads or self.num_heads
@@ -258,7 +262,8 @@ class Attention(nn.Module):
   cfg: GPTConfig
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, segment_ids_BT, layer_cache, start, deterministic):
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, layer_cache, start, deterministic,
+               left_pad_B=None):
     cfg = self.cfg
     dt, D, N, K, H = cfg.compute_dtype, cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
     out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
@@ -286,8 +291,11 @@ class Attention(nn.Module):
       v_BSKH = jax.lax.dynamic_update_slice(layer_cache["v"], v_BTKH.astype(dt), (0, start, 0, 0))
       new_cache = {"k": k_BSKH, "v": v_BSKH}
       S = k_BSKH.shape[1]
-      mask_TS = jnp.arange(S)[None, :] <= (start + jnp.arange(q_BTNH.shape[1]))[:, None]
-      out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_TS[None, None])
+      mask_BTS = (jnp.arange(S)[None, :] <= (start + jnp.arange(q_BTNH.shape[1]))[:, None])[None]
+      if left_pad_B is not None:
+        mask_BTS = mask_BTS & (jnp.arange(S) >= left_pad_B[:, None])[:, None, :]
+      out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH,
+                                              mask=mask_BTS[:, None])
 
     out_BTNH = _constrain(out_BTNH, ("batch", "length", "heads", "kv"))
     y_BTD = dense(self, "wo", "btnh,nhd->btd", out_BTNH, (N, H, D), ("heads", "kv", "embed"),
@@ -330,12 +338,12 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BTD, positions_BT, segment_ids_BT, layer_cache, start,
-               deterministic: bool):
+               deterministic: bool, left_pad_B=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout)
     y_BTD, new_cache = Attention(cfg, name="attn")(Norm(cfg, name="ln1")(x_BTD), positions_BT,
                                                    segment_ids_BT, layer_cache, start,
-                                                   deterministic)
+                                                   deterministic, left_pad_B)
     x_BTD = x_BTD + drop(y_BTD, deterministic=deterministic)
     x_BTD = x_BTD + drop(Mlp(cfg, name="mlp")(Norm(cfg, name="ln2")(x_BTD), deterministic),
                          deterministic=deterministic)
@@ -347,7 +355,7 @@ class GPT(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BT, *, deterministic: bool = True, cache: Cache | None = None,
-               start: Any = 0, return_hidden: bool = False, segment_ids=None):
+               start: Any = 0, return_hidden: bool = False, segment_ids=None, left_pad=None):
     """Logits; or with `return_hidden`, (final hidden states, output head) for a loss that
     computes logits chunk by chunk (gptjax.losses.chunked_cross_entropy). `segment_ids`
     (int32[B, T]) packs documents: attention stays inside each, positions restart."""
@@ -357,8 +365,12 @@ class GPT(nn.Module):
       raise UserError(f"sequence length {T} exceeds model.max_len={cfg.max_len}")
     if segment_ids is not None and cache is not None:
       raise ValueError("segment_ids are for whole-sequence calls, not cached decoding")
+    if left_pad is not None and cache is None:
+      raise ValueError("left_pad is for cached calls; whole sequences take segment_ids")
     positions_BT = ((start + jnp.arange(T))[None] if segment_ids is None
                     else segment_positions(segment_ids))
+    if left_pad is not None:
+      positions_BT = jnp.maximum(positions_BT - left_pad[:, None], 0)
 
     wte = self.param("wte", _dense_init(cfg.init_std, ("vocab", "embed")),
                      (cfg.vocab_size, cfg.embed_dim))
@@ -366,7 +378,7 @@ class GPT(nn.Module):
     if cfg.positions == "learned":
       wpe = self.param("wpe", _dense_init(cfg.init_std, ("length", "embed")),
                        (cfg.max_len, cfg.embed_dim))
-      if segment_ids is None:
+      if segment_ids is None and left_pad is None:
         x_BTD = x_BTD + jax.lax.dynamic_slice_in_dim(wpe, start, T, axis=0).astype(dt)[None]
       else:
         x_BTD = x_BTD + jnp.take(wpe, positions_BT, axis=0).astype(dt)
@@ -380,7 +392,8 @@ class GPT(nn.Module):
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else cache[i]
       x_BTD, layer_new = block_cls(cfg, name=f"block_{i}")(x_BTD, positions_BT, segment_ids,
-                                                           layer_cache, start, deterministic)
+                                                           layer_cache, start, deterministic,
+                                                           left_pad)
       new_cache.append(layer_new)
 
     x_BTD = Norm(cfg, name="ln_f")(x_BTD)
@@ -389,6 +402,9 @@ class GPT(nn.Module):
     else:
       head_DV = self.param("lm_head", _dense_init(cfg.init_std, ("embed", "vocab")),
                            (cfg.embed_dim, cfg.vocab_size))
+    if cfg.score_head:  # read by the task from params["score_head"]: hidden @ score -> scalar
+      self.param("score_head", _dense_init(1.0 / math.sqrt(cfg.embed_dim + 1), ("embed",)),
+                 (cfg.embed_dim,))
     if return_hidden:
       return x_BTD, head_DV
     logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, head_DV.astype(dt),

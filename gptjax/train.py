@@ -143,8 +143,10 @@ def make_eval_step(task, mesh):
                  out_shardings=sharding.replicated(mesh))
 
 
-def evaluate(eval_step, params, frozen, eval_splits: dict, mesh, max_batches: int = 0) -> dict:
-  """Whole-split (or first `max_batches`) held-out metrics: weighted means over every token."""
+def evaluate(eval_step, params, frozen, eval_splits: dict, mesh, max_batches: int = 0,
+             weight_unit: str = "tokens") -> dict:
+  """Whole-split (or first `max_batches`) held-out metrics: weighted means over every item
+  (token, pair, ...) of the split; perplexity where the items are tokens."""
   results = {}
   for split, make_iter in eval_splits.items():
     sums = None
@@ -160,8 +162,9 @@ def evaluate(eval_step, params, frozen, eval_splits: dict, mesh, max_batches: in
     prefix = "eval" if split == "validation" else f"eval_{split}"
     for k, v in sums.items():
       results[f"{prefix}/{k}"] = float(v) / weight
-    results[f"{prefix}/perplexity"] = math.exp(min(results[f"{prefix}/loss"], 700.0))
-    results[f"{prefix}/tokens"] = weight
+    if weight_unit == "tokens":
+      results[f"{prefix}/perplexity"] = math.exp(min(results[f"{prefix}/loss"], 700.0))
+    results[f"{prefix}/{weight_unit}"] = weight
   return results
 
 
@@ -279,15 +282,20 @@ class _MetricsWindow:
     self.reset()
 
   def reset(self):
-    self.sums, self.count, self.steps, self.t0 = {}, 0, 0, time.perf_counter()
+    self.sums, self.counts, self.steps, self.t0 = {}, {}, 0, time.perf_counter()
+
+  @property
+  def count(self) -> int:
+    return max(self.counts.values(), default=0)
 
   def add(self, row: dict):
+    """Step metrics, or a rollout's (rows may hold different keys: each is its own mean)."""
     for k, v in row.items():
       self.sums[k] = self.sums.get(k, 0.0) + float(v)
-    self.count += 1
+      self.counts[k] = self.counts.get(k, 0) + 1
 
   def row(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None) -> dict:
-    out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+    out = {k: v / self.counts[k] for k, v in self.sums.items()}
     elapsed = max(time.perf_counter() - self.t0, 1e-9)
     if self.steps:
       tps = self.steps * tokens_per_step / elapsed
@@ -302,7 +310,7 @@ def run_evaluation(run: Run, params, eval_step) -> dict:
   """Held-out loss/perplexity over the eval splits plus the task's own evaluators."""
   cfg = run.config
   results = evaluate(eval_step, params, run.frozen, run.datasets.eval_splits, run.mesh,
-                     cfg.eval.max_batches)
+                     cfg.eval.max_batches, run.task.weight_unit)
   for name, fn in run.task.evaluators().items():
     results.update({f"eval/{name}/{k}": v for k, v in fn(params, run.frozen).items()})
   return results
@@ -399,6 +407,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   batches = DevicePrefetcher(ds.train, mesh, cfg.data.prefetch)
   sync_each_step = sharding.must_sync_each_step()
   pending = None  # (step, device metrics): fetched one step late so the host never stalls
+  batch = None  # with a rollout (RL), its batch serves task.updates_per_rollout steps
   eval_metrics: dict = metrics_lib.last_eval(workdir)  # what a finished run re-run reports
 
   def drain():
@@ -416,7 +425,11 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
         s = step + 1  # steps completed once this one is done
         if step == cfg.train.profile_start:
           jax.profiler.start_trace(os.path.join(workdir, "profile"))
-        batch = next(batches)
+        if run.task.rollout is None:
+          batch = next(batches)
+        elif step % run.task.updates_per_rollout == 0 or batch is None:
+          batch, rollout_metrics = run.task.rollout(state.params, next(batches), run.frozen, step)
+          window.add(rollout_metrics)
         state, dev_metrics = step_fn(state, batch, run.frozen)
         if sync_each_step:
           jax.block_until_ready(dev_metrics)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gptjax.errors import UserError
-from gptjax.generate import generate, sample_logits
+from gptjax.generate import generate
+from gptjax.rollout import pick as sample_logits
 from gptjax.model import GPT, GPTConfig
 
 

@@ -6,8 +6,14 @@ seams: `init_frozen` (a teacher, a reference policy, a reward model), `trainable
 mask for freezing/adapters) and `evaluators` (extra held-out metrics).
 
 `loss` returns (scalar, metrics); metrics["weight"] is how many items the scalar averages
-over (tokens, pairs, ...). The trainer weights microbatches and eval batches by it, so
-gradient accumulation and whole-split evaluation are exact for masked objectives too.
+over (tokens, pairs, ...), named by `weight_unit`. The trainer weights microbatches and
+eval batches by it, so gradient accumulation and whole-split evaluation are exact for masked
+objectives too; held-out perplexity is reported where the unit is tokens.
+
+A frozen model (`init_frozen`, gptjax.frozen) is an argument of the jitted step. RL adds one
+optional seam, `rollout(params, batch, frozen, step) -> batch`: the loop hands it each
+batch of prompts and trains `updates_per_rollout` steps on the batch it returns
+(tasks/grpo.py); its host metrics (rewards, rollout speed) join the step's.
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ from typing import Any, Callable, Protocol
 
 import jax
 
+from gptjax.tasks.distill import DistillTask
+from gptjax.tasks.dpo import DPOTask
+from gptjax.tasks.grpo import GRPOTask
 from gptjax.tasks.lm import LMTask
+from gptjax.tasks.reward import RewardTask
 from gptjax.tasks.sft import SFTTask
 
 
 class Task(Protocol):
+  weight_unit: str  # what metrics["weight"] counts: "tokens", "pairs", ...
+  rollout: Any  # None, or RL's (params, prompts, frozen, step) -> (batch, host metrics)
+  updates_per_rollout: int  # optimizer steps on each rollout's batch
   def datasets(self, tokenizer=None) -> Any: ...  # gptjax.data.Datasets; reuse `tokenizer` if given
   def bind(self, model) -> None: ...  # the GPT module, once the vocabulary is known
   def init_frozen(self, mesh) -> Any: ...  # teacher / reference / reward model, or None
@@ -29,7 +42,8 @@ class Task(Protocol):
   def evaluators(self) -> dict[str, Callable]: ...  # extra metrics: (params, frozen) -> dict
 
 
-TASKS: dict[str, type] = {"lm": LMTask, "sft": SFTTask}
+TASKS: dict[str, type] = {"lm": LMTask, "sft": SFTTask, "reward": RewardTask, "dpo": DPOTask,
+                           "grpo": GRPOTask, "distill": DistillTask}
 
 
 def make_task(config) -> Task:

@@ -7,31 +7,36 @@ loss over conversation batches whose mask covers the assistant turns (tasks/sft.
 
 from __future__ import annotations
 
-from gptjax import losses
+from gptjax import logprobs, losses
 
 
 def token_losses(model, params, inputs_BT, targets_BT, rng, loss_chunk: int = 0,
                  segment_ids_BT=None):
-  """Per-token next-token loss and top-1 hit; dropout on when `rng` is given; segment ids
-  keep packed documents apart."""
-  rngs = None if rng is None else {"dropout": rng}
-  kwargs = dict(deterministic=rng is None, rngs=rngs, segment_ids=segment_ids_BT)
-  if loss_chunk:
-    hidden, head = model.apply({"params": params}, inputs_BT, return_hidden=True, **kwargs)
-    return losses.chunked_cross_entropy(hidden, head, targets_BT, loss_chunk)
-  logits = model.apply({"params": params}, inputs_BT, **kwargs)
-  return losses.token_cross_entropy(logits, targets_BT), losses.accuracy(logits, targets_BT)
+  """Per-token next-token loss (-log p, gptjax.logprobs) and top-1 hit; dropout on when
+  `rng` is given; segment ids keep packed documents apart."""
+  logp_BT, hit_BT = logprobs.token_logprobs(model, params, inputs_BT, targets_BT, rng=rng,
+                                            segment_ids=segment_ids_BT, chunk=loss_chunk,
+                                            with_hits=True)
+  return -logp_BT, hit_BT
 
 
 class LMTask:
+  weight_unit = "tokens"
+  rollout = None  # RL tasks: (params, prompts, frozen, step) -> (batch, host metrics)
+  updates_per_rollout = 1
 
   def __init__(self, config):
     self.config = config
     self.model = None
+    self.tokenizer = None  # the run's, once datasets() has built it
 
   def datasets(self, tokenizer=None):
     from gptjax.data import make_lm_datasets
-    return make_lm_datasets(self.config, tokenizer=tokenizer)
+    return self._keep_tokenizer(make_lm_datasets(self.config, tokenizer=tokenizer))
+
+  def _keep_tokenizer(self, datasets):
+    self.tokenizer = datasets.tokenizer
+    return datasets
 
   def bind(self, model) -> None:
     self.model = model

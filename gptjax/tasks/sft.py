@@ -15,4 +15,4 @@ class SFTTask(LMTask):
 
   def datasets(self, tokenizer=None):
     from gptjax.data.chat_data import make_chat_datasets
-    return make_chat_datasets(self.config, tokenizer=tokenizer)
+    return self._keep_tokenizer(make_chat_datasets(self.config, tokenizer=tokenizer))
