@@ -57,3 +57,9 @@ def answer_prefix_chars(completions: Sequence[str], records: Sequence[dict]) -> 
     extra = max(0, len(c) - len(answer))
     out.append((right - extra) / max(len(answer), 1))
   return out
+
+
+@register("brevity")
+def brevity(completions: Sequence[str], records: Sequence[dict]) -> list:
+  """Minus the completion's length in hundreds of characters: prefers concise replies."""
+  return [-len(c.strip()) / 100.0 for c in completions]

@@ -1,7 +1,7 @@
 """Distillation: the divergences against numpy, a student equal to its teacher, no gradient
 into the teacher, chunked == whole, meshes == one device, and teacher -> student end to end."""
 
-import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -24,7 +24,8 @@ from gptjax.tasks.lm import LMTask
 
 VOCAB = 60  # the tokenizer's ids; both tables are padded beyond it (and differently)
 STUDENT = GPTConfig(vocab_size=64, num_layers=1, num_heads=4, embed_dim=32, max_len=16)
-TEACHER = GPTConfig(vocab_size=72, num_layers=2, num_heads=4, embed_dim=48, max_len=32)
+TEACHER = GPTConfig(vocab_size=72, num_layers=2, num_heads=4, embed_dim=48, max_len=32,
+                    dropout=0.5)  # configured, yet a teacher's forward never drops
 KINDS = ["forward", "reverse", "jsd"]
 
 
@@ -54,9 +55,25 @@ def batch(n=8, seed=0):
           "mask": (np.arange(16)[None] < lengths[:, None]).astype(np.float32)}
 
 
-def models(teacher_cfg=TEACHER):
-  student, teacher = GPT(STUDENT), GPT(teacher_cfg)
+def models():
+  student, teacher = GPT(STUDENT), GPT(TEACHER)
   return student, teacher, init(student, 0), {"teacher": init(teacher, 1)}
+
+
+def jsd_task(student, teacher, loss_chunk=0):
+  return task_for(student, teacher, loss_chunk, divergence="jsd", alpha=0.5, temperature=2.0)
+
+
+@functools.lru_cache
+def reference():
+  """Loss, metrics and gradients (student's, teacher's) of the jsd task, whole, on one device:
+  what chunking and meshes must reproduce. Compiled once for the tests that share it."""
+  student, teacher, params, frozen = models()
+  task, data = jsd_task(student, teacher), batch()
+  fn = jax.value_and_grad(lambda p, f: task.loss(p, data, None, f), argnums=(0, 1),
+                          has_aux=True)
+  (loss, metrics), grads = jax.jit(fn)(params, frozen)
+  return jax.device_get((loss, metrics, grads))
 
 
 def assert_trees_close(a, b, tol):
@@ -115,48 +132,48 @@ def test_divergences_match_numpy(kind, beta):
 # The task's loss
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_student_equal_to_its_teacher_has_zero_divergence_and_the_lm_loss(kind):
+def test_a_student_equal_to_its_teacher_has_zero_divergence_and_the_lm_loss():
   model = GPT(STUDENT)
   params = init(model)
-  task = task_for(model, model, divergence=kind, alpha=0.3, temperature=2.0)
   data = batch()
-  loss, m = jax.jit(lambda p, f: task.loss(p, data, None, f))(params, {"teacher": params})
-  assert abs(float(m["kl"])) < 1e-6
-  np.testing.assert_allclose(loss, 0.7 * m["ce"], rtol=1e-6)
-  lm = LMTask(task.config)
+  lm = LMTask(config_for())
   lm.bind(model)
-  lm_loss, lm_metrics = lm.loss(params, data, None, None)
-  np.testing.assert_allclose(m["ce"], lm_loss, rtol=1e-6)  # ce is exactly the LM loss
-  np.testing.assert_allclose(m["accuracy"], lm_metrics["accuracy"])
-  assert m["weight"] == data["mask"].sum()
+  lm_loss, lm_metrics = jax.jit(lambda p: lm.loss(p, data, None, None))(params)
+  for kind in KINDS:
+    task = task_for(model, model, divergence=kind, alpha=0.3, temperature=2.0)
+    loss, m = jax.jit(lambda p, f: task.loss(p, data, None, f))(params, {"teacher": params})
+    assert abs(float(m["kl"])) < 1e-6, kind
+    np.testing.assert_allclose(loss, 0.7 * m["ce"], rtol=1e-6)
+    np.testing.assert_allclose(m["ce"], lm_loss, rtol=1e-6)  # ce is exactly the LM loss
+    np.testing.assert_allclose(m["accuracy"], lm_metrics["accuracy"])
+    assert m["weight"] == data["mask"].sum()
 
 
 def test_the_loss_mixes_cross_entropy_and_the_scaled_divergence():
   student, teacher, params, frozen = models()
   data = batch()
   task = task_for(student, teacher, alpha=0.25, temperature=3.0, divergence="reverse")
-  loss, m = task.loss(params, data, None, frozen)
+
+  def both(params, frozen):
+    inputs = data["tokens"][:, :-1]
+    s = student.apply({"params": params}, inputs)[..., :VOCAB]
+    t = teacher.apply({"params": frozen["teacher"]}, inputs)[..., :VOCAB]
+    div = distill_divergence(s, t, "reverse", 0.5, 3.0)
+    return task.loss(params, data, None, frozen), (div * data["mask"]).sum()
+
+  (loss, m), div_sum = jax.jit(both)(params, frozen)
   np.testing.assert_allclose(loss, 0.75 * m["ce"] + 0.25 * m["kl"], rtol=1e-6)
-  s = student.apply({"params": params}, data["tokens"][:, :-1])[..., :VOCAB]
-  t = teacher.apply({"params": frozen["teacher"]}, data["tokens"][:, :-1])[..., :VOCAB]
-  div = distill_divergence(s, t, "reverse", 0.5, 3.0)
-  want = 9.0 * (div * data["mask"]).sum() / data["mask"].sum()
-  np.testing.assert_allclose(m["kl"], want, rtol=1e-5)
+  np.testing.assert_allclose(m["kl"], 9.0 * div_sum / data["mask"].sum(), rtol=1e-5)
 
 
 def test_no_gradient_reaches_the_teacher_and_its_forward_is_deterministic():
-  student, _, params, _ = models()
-  teacher = GPT(dataclasses.replace(TEACHER, dropout=0.5))
-  frozen = {"teacher": init(teacher, 1)}
-  task = task_for(student, teacher, divergence="jsd", alpha=0.5, temperature=2.0)
-  data = batch()
-  f = lambda p, fr, rng=None: task.loss(p, data, rng, fr)[0]  # noqa: E731
-  to_teacher = jax.jit(jax.grad(f, argnums=1))(params, frozen)
+  student, teacher, params, frozen = models()
+  task, data = jsd_task(student, teacher), batch()
+  _, _, (grads, to_teacher) = reference()
   assert all(not np.any(x) for x in jax.tree_util.tree_leaves(to_teacher))
-  grads = jax.jit(jax.grad(f))(params, frozen)
+  assert all(np.any(x) for x in jax.tree_util.tree_leaves(grads))
+  f = lambda p, fr, rng=None: task.loss(p, data, rng, fr)[0]  # noqa: E731
   stopped = jax.jit(jax.grad(lambda p, fr: f(p, jax.lax.stop_gradient(fr))))(params, frozen)
-  assert any(np.any(x) for x in jax.tree_util.tree_leaves(grads))
   jax.tree_util.tree_map(np.testing.assert_array_equal, grads, stopped)
   # The student has no dropout: a dropout rng may change nothing, so the teacher ignores it.
   with_rng = jax.jit(f)
@@ -164,40 +181,38 @@ def test_no_gradient_reaches_the_teacher_and_its_forward_is_deterministic():
                                 with_rng(params, frozen, jax.random.key(1)))
 
 
-@pytest.mark.parametrize("kind", ["forward", "jsd"])
-def test_chunked_equals_whole(kind):
+def test_chunked_equals_whole():
   student, teacher, params, frozen = models()
-  data = batch()
-  out = []
-  for chunk in (0, 4):
-    task = task_for(student, teacher, chunk, divergence=kind, alpha=0.5, temperature=2.0)
-    out.append(jax.jit(jax.value_and_grad(lambda p: task.loss(p, data, None, frozen)[0]))(params))
-  np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-5)
-  assert_trees_close(out[1][1], out[0][1], 1e-5)
+  task, data = jsd_task(student, teacher, loss_chunk=4), batch()
+  fn = jax.value_and_grad(lambda p: task.loss(p, data, None, frozen)[0])
+  loss, grads = jax.jit(fn)(params)
+  ref_loss, _, (ref_grads, _) = reference()
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  assert_trees_close(grads, ref_grads, 1e-5)
 
 
 def grads_on(mesh):
   student, teacher, params, frozen = models()
-  task = task_for(student, teacher, divergence="jsd", alpha=0.5, temperature=2.0)
+  task = jsd_task(student, teacher)
   params = jax.device_put(params, state_lib.abstract_params(student, mesh)[1])
   frozen = {"teacher": jax.device_put(frozen["teacher"], state_lib.abstract_params(
       teacher, mesh, replicate_indivisible=True)[1])}
   fn = jax.jit(jax.value_and_grad(lambda p, b, f: task.loss(p, b, None, f), has_aux=True))
   with sharding.rules_context(mesh):
     (loss, metrics), grads = fn(params, sharding.shard_batch(batch(), mesh), frozen)
-  return jax.device_get((loss, metrics, grads, params["wte"]))
+  assert grads["wte"].sharding.mesh.shape == mesh.shape  # it really ran on that mesh
+  return jax.device_get((loss, metrics, grads))
 
 
-def test_loss_and_grads_on_a_mesh_equal_single_device():
-  single = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), sharding.MESH_AXES)
-  ref_loss, ref_metrics, ref_grads, _ = grads_on(single)
-  for shape in [(2, 2, 2), (1, 4, 2)]:
-    mesh = sharding.make_mesh(ml_collections.ConfigDict(
-        dict(data=shape[0], fsdp=shape[1], tensor=shape[2])))
-    loss, metrics, grads, _ = grads_on(mesh)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
-    np.testing.assert_allclose(metrics["kl"], ref_metrics["kl"], rtol=1e-5)
-    assert_trees_close(grads, ref_grads, 1e-5)
+@pytest.mark.parametrize("shape", [(2, 2, 2), (1, 4, 2)])
+def test_loss_and_grads_on_a_mesh_equal_single_device(shape):
+  ref_loss, ref_metrics, (ref_grads, _) = reference()
+  loss, metrics, grads = grads_on(sharding.make_mesh(ml_collections.ConfigDict(
+      dict(data=shape[0], fsdp=shape[1], tensor=shape[2]))))
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+  for k in ("ce", "kl", "accuracy", "weight"):
+    np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=1e-5, err_msg=k)
+  assert_trees_close(grads, ref_grads, 1e-5)
 
 
 def test_config_mistakes_are_user_errors():
@@ -206,10 +221,10 @@ def test_config_mistakes_are_user_errors():
     DistillTask(config_for(divergence="kl"))
   with pytest.raises(UserError, match="jsd_beta"):
     DistillTask(config_for(jsd_beta=1.5))
+  task = DistillTask(config_for())
+  task.config.data.seq_len = 32
+  task.bind(teacher)
   with pytest.raises(UserError, match="max_len=16, shorter than data.seq_len=32"):
-    task = DistillTask(config_for())
-    task.config.data.seq_len = 32
-    task.bind(teacher)
     task.bind_teacher(student, VOCAB)
   with pytest.raises(UserError, match="teacher_workdir is not set"):
     DistillTask(config_for()).datasets()
@@ -236,6 +251,7 @@ def student_config(teacher_run):
   c = load_config("distill", "smoke")
   c.data.path, c.data.data_dir = str(SHAKESPEARE), data_dir
   c.distill.teacher_workdir = workdir
+  c.data.max_chars = 20_000  # fewer distinct characters than the teacher's corpus has
   c.train.steps = c.eval.every = c.checkpoint.every = 3
   c.train.log_every = 1
   return c
@@ -261,8 +277,9 @@ def test_a_student_trains_from_a_saved_teacher_that_stays_unchanged(teacher_run,
   teacher = load_workdir(teacher_run[0])
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(kept["frozen"]["teacher"]),
                          jax.device_get(teacher.params))
-  student = load_workdir(str(tmp_path / "s"))  # tokenized with the teacher's tokenizer
+  student = load_workdir(str(tmp_path / "s"))  # the teacher's tokenizer, not its own corpus'
   assert student.tokenizer.to_json() == teacher.tokenizer.to_json()
+  assert len(set(SHAKESPEARE.read_text()[:20_000])) < teacher.tokenizer.vocab_size
   assert student.model.cfg.num_layers < teacher.model.cfg.num_layers
 
 
@@ -272,6 +289,6 @@ def test_a_teacher_with_another_tokenizer_is_one_user_error(teacher_run):
   mesh = sharding.make_mesh(task.config.mesh)
   with pytest.raises(UserError, match="another tokenizer"):
     task.init_frozen(mesh)
+  task.config.distill.teacher_step = 7
   with pytest.raises(UserError, match="teacher_step=7 is not among"):
-    task.config.distill.teacher_step = 7
     task.datasets()

@@ -218,7 +218,11 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path):
 
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
-RUNNABLE = [("tiny", None), ("shakespeare_char", "cpu"), ("gpt2_124m", "smoke"), ("sft", "smoke")]
+RUNNABLE = [("tiny", None), ("shakespeare_char", "cpu"), ("gpt2_124m", "smoke"), ("sft", "smoke"),
+            ("reward", "smoke"), ("dpo", "smoke"), ("grpo", "smoke")]
+SHARED_FILES = {"sft": "alpaca/alpaca_5000.json", "reward": "hh-rlhf/harmless-base-test.jsonl.gz",
+                "dpo": "hh-rlhf/harmless-base-test.jsonl.gz",
+                "grpo": "hh-rlhf/harmless-base-test.jsonl.gz"}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -238,10 +242,10 @@ def test_configs_with_a_cpu_or_smoke_arg_run_two_steps(name, arg, tmp_path, shak
   c.data.data_dir = str(tmp_path / "data")
   if name == "shakespeare_char":
     c.data.path = shakespeare_path
-  if name == "sft":  # conversations, from wherever the tests run
-    c.data.path = str(pathlib.Path(shakespeare_path).parents[1] / "alpaca" / "alpaca_5000.json")
+  if name in SHARED_FILES:  # conversations, pairs, prompts: from wherever the tests run
+    c.data.path = str(pathlib.Path(shakespeare_path).parents[1] / SHARED_FILES[name])
   c.train.steps, c.eval.every, c.checkpoint.every, c.eval.max_batches = 2, 2, 2, 2
   c.optim.warmup_steps, c.train.progress = 1, False
   c.train.batch_size = 8 * c.train.grad_accum  # one row per simulated device
   final = train_lib.train(c, str(tmp_path / "w"))
-  assert np.isfinite(final["eval/loss"])
+  assert np.isfinite(final["eval/loss" if "eval/loss" in final else "eval/greedy/reward"])

@@ -36,7 +36,7 @@ import types
 import jax
 import jax.numpy as jnp
 
-from gptjax import frozen as frozen_lib, logprobs, losses
+from gptjax import frozen as frozen_lib, init_from, logprobs, losses
 from gptjax.errors import UserError
 from gptjax.tasks.lm import LMTask
 
@@ -70,7 +70,6 @@ def distill_divergence(student_logits_BTV, teacher_logits_BTV, kind: str = "forw
 
 def teacher_tokenizer(distill_cfg):
   """The tokenizer of the teacher's checkpoint, read without restoring its params."""
-  from gptjax import init_from
   if not distill_cfg.teacher_workdir:
     raise UserError(f"{FLAG} is not set: point it at a trained run's workdir (the teacher)")
   source = types.SimpleNamespace(workdir=distill_cfg.teacher_workdir,
