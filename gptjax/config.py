@@ -140,7 +140,6 @@ def base_config() -> ml_collections.ConfigDict:
   dp.label_smoothing = 0.0  # conservative DPO: the share of pairs assumed mislabelled
   dp.reference_workdir = ""  # the frozen reference ("" = init.workdir; with LoRA: the base)
   dp.reference_step = 0  # its checkpoint (0 = the newest intact one)
-  dp.precompute_reference = False  # score every pair with the reference once, then free it
 
   c.grpo = g = ml_collections.ConfigDict()  # task.name=grpo: RL on rewards, KL to a reference
   g.group_size = 4  # completions sampled per prompt (train.batch_size counts completions)

@@ -103,6 +103,12 @@ def test_dpo_implicit_rewards_are_beta_times_the_log_ratios_of_each_response():
   np.testing.assert_allclose(metrics["accuracy"], (rho_c > rho_r).mean())
   loss = -jax.nn.log_sigmoid(beta * (rho_c - rho_r)).mean()
   np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
+  # Reference log-probs carried by the batch (precomputed) replace the reference forward.
+  carried = {**batch, "ref_chosen": seq(reference, "chosen"),
+             "ref_rejected": seq(reference, "rejected")}
+  _, same = task.loss(policy, carried, None, None)
+  for k in metrics:
+    np.testing.assert_allclose(same[k], metrics[k], rtol=1e-6, err_msg=k)
 
 
 # -- reward model ---------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ With log-ratios rho = log pi(y|x) - log pi_ref(y|x) summed over each response's 
 so at the first step, when the policy is the reference, margin = 0 and the DPO loss is log 2.
 Implicit rewards are beta * rho. The reference is the run's starting checkpoint
 (`dpo.reference_workdir`, default `init.workdir`), or with LoRA the base weights themselves
-(adapters off): no second copy of the model is held. `dpo.precompute_reference` scores every
-pair with the reference once before training and frees it.
+(adapters off): no second copy of the model is held. A batch that carries the reference's
+log-probs ("ref_chosen", "ref_rejected": precomputed, e.g. a column added to the pair rows)
+uses them instead of a reference forward.
 
 Batches are preference pairs (gptjax.data.preferences); metrics["weight"] counts pairs.
 """
