@@ -78,6 +78,28 @@ def read_conversations(
   return Conversations(conversations, skipped, format if format != "auto" else first[0])
 
 
+def read_records(path: str, file_pattern: str, skip_bad: bool, parse, what: str):
+  """([(parse(record), record)], skipped) over every record of the JSON / JSON-lines files
+  `path` names; a record `parse` rejects (ValueError) is one file:line error, or skipped and
+  counted with skip_bad. `what` names the items in the error when none is left."""
+  items, skipped = [], 0
+  for file in resolve_files(path, file_pattern):
+    for line, where, record in _records(file):
+      try:
+        if isinstance(record, ValueError):
+          raise record
+        items.append((parse(record), record))
+      except ValueError as e:
+        if not skip_bad:
+          raise UserError(f"{file}:{line}: {where}{e}; fix the record, or set {SKIP_FLAG}=True "
+                          "to skip such records") from None
+        skipped += 1
+  if not items:
+    skips = f" ({skipped} bad records skipped)" if skipped else ""
+    raise UserError(f"no {what} in {path}{skips}")
+  return items, skipped
+
+
 def detect_format(record) -> str:
   """The format a record is in, from its keys; ValueError if none fits."""
   if isinstance(record, dict):

@@ -71,22 +71,9 @@ class Preferences:
 
 def read_preferences(path: str, skip_bad: bool = False, file_pattern: str = "*") -> Preferences:
   """Every preference pair in the file, folder or glob `path`, validated, in order."""
-  pairs, skipped = [], 0
-  for file in convs.resolve_files(path, file_pattern):
-    for line, where, record in convs._records(file):  # pylint: disable=protected-access
-      try:
-        if isinstance(record, ValueError):
-          raise record
-        pairs.append(parse_pair(record))
-      except ValueError as e:
-        if not skip_bad:
-          raise UserError(f"{file}:{line}: {where}{e}; fix the record, or set {convs.SKIP_FLAG}"
-                          "=True to skip such records") from None
-        skipped += 1
-  if not pairs:
-    skips = f" ({skipped} bad records skipped)" if skipped else ""
-    raise UserError(f"no preference pairs in {path}{skips}")
-  return Preferences(pairs, skipped)
+  items, skipped = convs.read_records(path, file_pattern, skip_bad, parse_pair,
+                                      "preference pairs")
+  return Preferences([pair for pair, _ in items], skipped)
 
 
 def parse_pair(record) -> Pair:

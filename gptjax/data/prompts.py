@@ -24,8 +24,6 @@ from gptjax.data import chat_template, conversations as convs
 from gptjax.data.pipeline import shuffled_batches
 from gptjax.errors import UserError, warn
 
-SKIP_FLAG = "--config.data.skip_bad_records"
-
 
 @dataclasses.dataclass
 class Prompts:
@@ -53,23 +51,8 @@ def prompt_of(record) -> list[dict]:
 
 
 def read_prompts(path: str, skip_bad: bool = False, file_pattern: str = "*") -> Prompts:
-  conversations, records, skipped = [], [], 0
-  for file in convs.resolve_files(path, file_pattern):
-    for line, where, record in convs._records(file):  # pylint: disable=protected-access
-      try:
-        if isinstance(record, ValueError):
-          raise record
-        conversations.append(prompt_of(record))
-        records.append(record)
-      except ValueError as e:
-        if not skip_bad:
-          raise UserError(f"{file}:{line}: {where}{e}; fix the record, or set {SKIP_FLAG}=True "
-                          "to skip such records") from None
-        skipped += 1
-  if not conversations:
-    raise UserError(f"no prompts in {path}" + (f" ({skipped} bad records skipped)"
-                                               if skipped else ""))
-  return Prompts(conversations, records, skipped)
+  items, skipped = convs.read_records(path, file_pattern, skip_bad, prompt_of, "prompts")
+  return Prompts([p for p, _ in items], [r for _, r in items], skipped)
 
 
 def encode(conversations: list, tokenizer, prompt_len: int) -> tuple[np.ndarray, np.ndarray, list]:
@@ -136,7 +119,7 @@ def make_prompt_datasets(config, tokenizer, process_index: int | None = None,
                     f"data.seq_len={data.seq_len}: raise data.seq_len or lower max_new_tokens")
   read = read_prompts(data.path, data.skip_bad_records, data.file_pattern)
   if read.skipped:
-    warn(f"skipped {read.skipped} malformed records of {data.path} ({SKIP_FLAG}=True)")
+    warn(f"skipped {read.skipped} malformed records of {data.path} ({convs.SKIP_FLAG}=True)")
   order = list(range(len(read.conversations)))
   train_ids, eval_ids = convs.split_heldout(order, data.eval_fraction, data.split_seed)
   tokenizer = chat_template.with_chat_tokens(tokenizer)
