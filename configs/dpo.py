@@ -25,6 +25,7 @@ def get_config(arg=None):
   c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 5e-5, 5e-6, 20
   c.optim.weight_decay = 0.0
   c.eval.every = c.checkpoint.every = 100
+  c.eval.at_start = True  # step 0 scores the starting model: the "before" figures
   if arg in ("lora", "smoke"):
     c.lora.rank, c.lora.alpha = 8, 16.0
     c.optim.lr, c.optim.min_lr = 5e-4, 5e-5

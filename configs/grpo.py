@@ -26,6 +26,7 @@ def get_config(arg=None):
   c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 1e-5, 1e-6, 10
   c.optim.weight_decay = 0.0
   c.eval.every = c.checkpoint.every = 50
+  c.eval.at_start = True  # step 0 scores the starting model: the "before" figures
   if arg == "smoke":
     c.init.workdir = ""
     c.data.tokenizer.kind = "char"

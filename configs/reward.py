@@ -31,6 +31,7 @@ def get_config(arg=None):
   c.train.batch_size, c.train.steps, c.train.log_every = 16, 200, 25
   c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 1e-4, 1e-5, 20
   c.eval.every = c.checkpoint.every = 100
+  c.eval.at_start = True  # step 0 scores the starting model: the "before" figures
   if arg == "smoke":
     c.init.workdir = ""
     c.data.tokenizer.kind = "char"

@@ -25,6 +25,7 @@ import time
 import jax
 
 from benchmarks.results_files import host_info, host_line
+from experiments.report import save_figure, write_markdown
 from gptjax.config import sibling_config
 from gptjax.data import conversations
 from gptjax.metrics import read_metrics
@@ -69,11 +70,7 @@ def plot(results: dict, path: str) -> None:
   ax.set_xlabel("step")
   ax.set_ylabel("held-out response loss (nats/token)")
   ax.set_title("SFT on alpaca_5000 (5% held out), one pretrained base")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  save_figure(fig, [ax], path)
 
 
 def main():
@@ -131,9 +128,7 @@ def main():
     for label, texts in replies.items():
       lines.append(f"- {label}: {json.dumps(texts[i])}")
     lines.append("")
-  with open(stem + ".md", "w") as f:
-    f.write("\n".join(lines))
-  print("\n".join(lines))
+  write_markdown(stem + ".md", lines)
 
 
 if __name__ == "__main__":

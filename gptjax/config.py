@@ -113,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ev = ml_collections.ConfigDict()
   ev.every = 250  # steps between whole-split held-out evaluations (and one at the end)
   ev.max_batches = 0  # cap on eval batches (0 = the whole split)
+  ev.at_start = False  # also evaluate the starting weights (step 0) of a fresh run: "before"
 
   c.init = ini = ml_collections.ConfigDict()  # start from another run's weights
   ini.workdir = ""  # that run's workdir ("" = fresh init); its tokenizer is used too
@@ -140,6 +141,8 @@ def base_config() -> ml_collections.ConfigDict:
   dp.label_smoothing = 0.0  # conservative DPO: the share of pairs assumed mislabelled
   dp.reference_workdir = ""  # the frozen reference ("" = init.workdir; with LoRA: the base)
   dp.reference_step = 0  # its checkpoint (0 = the newest intact one)
+  dp.precompute_reference = False  # score every pair with the reference once, before training,
+  #                                  and hold no reference while training (TRL's option)
 
   c.grpo = g = ml_collections.ConfigDict()  # task.name=grpo: RL on rewards, KL to a reference
   g.group_size = 4  # completions sampled per prompt (train.batch_size counts completions)

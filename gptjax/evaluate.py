@@ -31,7 +31,8 @@ def evaluate_workdir(workdir: str, split: str = "validation", step: int | None =
   with sharding.rules_context(loaded.mesh):
     results = evaluate(make_eval_step(task, loaded.mesh), loaded.params,
                        task.init_frozen(loaded.mesh), {split: datasets.eval_splits[split]},
-                       loaded.mesh, max_batches, task.weight_unit)
+                       loaded.mesh, max_batches, task.weight_unit,
+                       task.perplexity_of)
   results = {"step": loaded.step, "split": split, **results}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval_results.jsonl"), "a") as f:

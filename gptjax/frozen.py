@@ -25,6 +25,11 @@ def require_same_tokenizer(loaded: Loaded, tokenizer, flag: str) -> None:
   """A frozen model scores this run's token ids, so both must mean the same text."""
   if tokenizer is None or loaded.tokenizer.to_json() == tokenizer.to_json():
     return
+  from gptjax.data import chat_template
+  if (chat_template.with_chat_tokens(loaded.tokenizer).to_json() == tokenizer.to_json()
+      and loaded.tokenizer.vocab_size < tokenizer.vocab_size):
+    raise UserError(f"{flag}={loaded.workdir} has no chat tokens: it is a pretrained model; "
+                    "point it at a chat (SFT) run that started from it (task.name=sft)")
   raise UserError(f"{flag}={loaded.workdir} has another tokenizer (vocabulary "
                   f"{loaded.tokenizer.vocab_size}) than this run ({tokenizer.vocab_size}): "
                   "both models must share one; start this run from a checkpoint with the same "

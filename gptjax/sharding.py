@@ -49,7 +49,14 @@ def split_host_cpu(batch_sizes: tuple[int, ...], requested: int = 0) -> None:
     return
   n = requested or max(d for d in range(1, (os.cpu_count() or 1) + 1)
                        if all(b % d == 0 for b in batch_sizes))
-  os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+  flags += f" --xla_force_host_platform_device_count={n}"
+  if "collective_call_terminate_timeout" not in flags:
+    # The simulated devices share the cores: with another busy process on them, one device's
+    # thread can reach an all-reduce over 40 s after the other (XLA's default abort, seen
+    # here with two trainings on 2 cores). Wait, as a slow machine would, instead of dying.
+    flags += (" --xla_cpu_collective_call_warn_stuck_timeout_seconds=120"
+              " --xla_cpu_collective_call_terminate_timeout_seconds=1800")
+  os.environ["XLA_FLAGS"] = flags.strip()
 
 
 def split_host_cpu_for(config) -> None:

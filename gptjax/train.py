@@ -144,9 +144,10 @@ def make_eval_step(task, mesh):
 
 
 def evaluate(eval_step, params, frozen, eval_splits: dict, mesh, max_batches: int = 0,
-             weight_unit: str = "tokens") -> dict:
+             weight_unit: str = "tokens", perplexity_of: str = "loss") -> dict:
   """Whole-split (or first `max_batches`) held-out metrics: weighted means over every item
-  (token, pair, ...) of the split; perplexity where the items are tokens."""
+  (token, pair, ...) of the split; perplexity = exp of the metric `perplexity_of` names
+  (a per-token cross-entropy; "" = none)."""
   results = {}
   for split, make_iter in eval_splits.items():
     sums = None
@@ -162,8 +163,8 @@ def evaluate(eval_step, params, frozen, eval_splits: dict, mesh, max_batches: in
     prefix = "eval" if split == "validation" else f"eval_{split}"
     for k, v in sums.items():
       results[f"{prefix}/{k}"] = float(v) / weight
-    if weight_unit == "tokens":
-      results[f"{prefix}/perplexity"] = math.exp(min(results[f"{prefix}/loss"], 700.0))
+    if perplexity_of:
+      results[f"{prefix}/perplexity"] = math.exp(min(results[f"{prefix}/{perplexity_of}"], 700.0))
     results[f"{prefix}/{weight_unit}"] = weight
   return results
 
@@ -310,7 +311,8 @@ def run_evaluation(run: Run, params, eval_step) -> dict:
   """Held-out loss/perplexity over the eval splits plus the task's own evaluators."""
   cfg = run.config
   results = evaluate(eval_step, params, run.frozen, run.datasets.eval_splits, run.mesh,
-                     cfg.eval.max_batches, run.task.weight_unit)
+                     cfg.eval.max_batches, run.task.weight_unit,
+                     run.task.perplexity_of)
   for name, fn in run.task.evaluators().items():
     results.update({f"eval/{name}/{k}": v for k, v in fn(params, run.frozen).items()})
   return results
@@ -381,8 +383,8 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
     if is_main:
       print(init_from.describe(started_from))
   tokenizer_json = ds.tokenizer.to_json()
+  writer.truncate_after(-1 if latest is None else latest)  # rows a (re)started run will redo
   if latest is not None:
-    writer.truncate_after(latest)
     if is_main:
       print(f"resumed from {checkpoint.checkpoint_dir(workdir)} at step {latest}")
 
@@ -421,6 +423,9 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
 
   try:
     with sharding.rules_context(mesh):
+      if start == 0 and cfg.eval.at_start:  # the starting weights' figures: a "before" row
+        eval_metrics = run_evaluation(run, state.params, eval_step)
+        writer.write(0, eval_metrics)
       for step in range(start, total):
         s = step + 1  # steps completed once this one is done
         if step == cfg.train.profile_start:

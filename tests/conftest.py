@@ -2,8 +2,9 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = (
+os.environ["XLA_FLAGS"] = (  # and wait out a starved device, as gptjax.sharding does
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_cpu_collective_call_terminate_timeout_seconds=1800"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -274,6 +274,7 @@ def test_a_student_trains_from_a_saved_teacher_that_stays_unchanged(teacher_run,
   for row in train_rows + [final]:
     assert all(np.isfinite(v) for v in row.values()), row
   assert final["eval/kl"] > 0 and final["eval/ce"] > 0
+  assert final["eval/perplexity"] == pytest.approx(np.exp(final["eval/ce"]), rel=1e-9)  # not the mix
   teacher = load_workdir(teacher_run[0])
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(kept["frozen"]["teacher"]),
                          jax.device_get(teacher.params))

@@ -34,3 +34,29 @@ def test_nanogpt_estimate_is_centred_on_the_whole_split_loss(trained_tiny):
   assert result["estimate_min"] <= result["estimate_mean"] <= result["estimate_max"]
   assert 0 < result[f"fraction_at_or_below_{whole}"] < 1
   assert result["estimate_std"] > 0
+
+
+def test_addition_rl_holds_out_problems_that_no_training_file_contains(tmp_path):
+  """The prompts the GRPO run holds out (split by gptjax.data.prompts itself) appear in
+  neither the pretraining text nor the SFT conversations, and every answer is the sum
+  written least-significant digit first."""
+  import json
+
+  from experiments import addition_rl
+  from gptjax.config import sibling_config
+  from gptjax.data import chat_template, prompts
+  from gptjax.data.tokenizers import CharTokenizer
+  config = sibling_config(str(REPO / "configs" / "addition.py"), "addition.py", "grpo")
+  config.data.path = str(tmp_path / "prompts.jsonl")
+  addition_rl.write_data(str(tmp_path), config.data.eval_fraction, config.data.split_seed)
+  data = prompts.make_prompt_datasets(
+      config, chat_template.with_chat_tokens(CharTokenizer("0123456789+=\n")), 0, 1)
+  heldout = {r["prompt"] for r in data.eval_records}
+  assert len(heldout) == 500 and not heldout & {r["prompt"] for r in data.train_records}
+  pretrain = (tmp_path / "pretrain.txt").read_text().splitlines()
+  sft = [json.loads(line)["messages"] for line in open(tmp_path / "sft.jsonl")]
+  seen = {line.split("=")[0] for line in pretrain} | {m[0]["content"] for m in sft}
+  assert len(seen) > 70_000 and not heldout & seen
+  for line in pretrain[:100]:
+    a, b, answer = line.replace("+", "=").split("=")
+    assert answer == str(int(a) + int(b))[::-1]

@@ -114,6 +114,32 @@ def test_dpo_implicit_rewards_are_beta_times_the_log_ratios_of_each_response():
 # -- reward model ---------------------------------------------------------------------------------
 
 
+def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_live_reference(tmp_path):
+  """dpo.precompute_reference scores every pair once and holds no reference: the run logs
+  the same losses and held-out figures as one that runs the reference in every step."""
+  from test_train import load_config, without_perf
+  base = load_config("sft", "smoke")
+  base.train.steps, base.data.seq_len = 2, load_config("dpo", "smoke").data.seq_len
+  base.data.data_dir = str(tmp_path / "data")
+  train_lib.train(base, str(tmp_path / "sft"))
+  runs = {}
+  for precompute in (False, True):
+    c = load_config("dpo", "smoke")
+    c.lora.rank, c.init.workdir = 0, str(tmp_path / "sft")
+    c.dpo.precompute_reference = precompute
+    c.data.data_dir = str(tmp_path / "data")
+    run = train_lib.build_run(c, tokenizer=load_workdir(c.init.workdir).tokenizer)
+    assert (run.frozen is None) == precompute
+    train_lib.train(c, str(tmp_path / f"dpo_{precompute}"))
+    runs[precompute] = without_perf(read_metrics(str(tmp_path / f"dpo_{precompute}")))
+  assert [r["step"] for r in runs[True]] == [r["step"] for r in runs[False]]
+  assert runs[False][0]["eval/loss"] == pytest.approx(math.log(2), abs=1e-6)  # at_start
+  for a, b in zip(runs[False], runs[True]):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=f"{k} {a['step']}")
+
+
 def test_the_reward_model_starts_at_log_2_when_its_head_outputs_are_equal():
   config = base_config()
   task, model = bound(RewardTask, config, dataclasses.replace(CFG, score_head=True))
@@ -133,7 +159,8 @@ def test_held_out_reward_accuracy_counts_every_pair_once_and_no_padding():
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
   with sharding.rules_context(mesh):
     results = train_lib.evaluate(train_lib.make_eval_step(task, mesh), params, None,
-                                 {"validation": lambda: iter(batches)}, mesh, 0, "pairs")
+                                 {"validation": lambda: iter(batches)}, mesh, 0, "pairs",
+                                 task.perplexity_of)
   wins = []
   for b in batches:
     from gptjax.tasks.reward import last_token_index, sequence_rewards
@@ -252,6 +279,43 @@ def test_a_killed_grpo_run_resumes_exactly(tmp_path):
   assert ratios[0] == pytest.approx(1.0, abs=1e-6) and ratios[1] != pytest.approx(1.0, abs=1e-6)
   pa, pb = (load_workdir(str(tmp_path / n)).params for n in ("straight", "resumed"))
   jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
+
+
+def test_rollout_scores_full_length_completions_as_each_row_scored_alone(tmp_path):
+  """Prompts fill data.seq_len - max_new_tokens, so a completion that runs to its cap still
+  fits the context: the reward model's score and the reference log-probs of each left-padded
+  rollout row equal those of the row scored alone, unpadded."""
+  from gptjax.data import chat_template, prompts
+  from gptjax.data.tokenizers import CharTokenizer
+  from gptjax.tasks.reward import sequence_rewards
+  config = base_config()
+  config.task.name = "grpo"
+  config.data.path = toy_prompts(tmp_path / "prompts.jsonl")
+  config.data.seq_len = CFG.max_len
+  config.grpo.update(max_new_tokens=8, group_size=4, kl_coef=0.04, reward_workdir="rm")
+  config.train.batch_size = 8
+  task, model = bound(GRPOTask, config)
+  task.tokenizer = chat_template.with_chat_tokens(CharTokenizer("abcdefghij"))
+  batch = next(prompts.make_prompt_datasets(config, task.tokenizer, 0, 1).train)
+  P = batch["prompt"].shape[1]
+  assert P == CFG.max_len - 8
+  reward_model = GPT(dataclasses.replace(CFG, score_head=True))
+  task.reference, task.reward_model = model, reward_model
+  params, frozen = init(model, 1), {"reference": init(model, 2), "reward": init(reward_model, 3)}
+  out = jax.device_get(jax.jit(lambda p, f, x, pad: task._sample(p, f, x, pad, jax.random.key(4),
+                                                                 1.0))(
+      params, frozen, batch["prompt"], batch["left_pad"]))
+  assert out["length"].max() == 8  # some row ran to the cap: P + 8 == the model's context
+  for b in range(len(out["length"])):
+    pad, end = int(batch["left_pad"][b]), P + int(out["length"][b])
+    row = jnp.asarray(out["tokens"][b, pad:end])[None]
+    alone = sequence_rewards(reward_model, frozen["reward"], row, jnp.asarray([end - pad - 1]))
+    np.testing.assert_allclose(out["reward"][b], alone[0], rtol=1e-5, atol=1e-5)
+    ref = logprobs.token_logprobs(model, frozen["reference"], row[:, :-1], row[:, 1:], rng=None,
+                                  valid_vocab=task.tokenizer.vocab_size)
+    on = out["mask"][b, pad:end - 1] > 0
+    np.testing.assert_allclose(out["ref_logp"][b, pad:end - 1][on], np.asarray(ref[0])[on],
+                               rtol=1e-5, atol=1e-5)
 
 
 # -- every new loss on a mesh ---------------------------------------------------------------------

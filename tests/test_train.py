@@ -75,6 +75,23 @@ def test_killed_then_resumed_run_logs_the_same_losses_as_an_uninterrupted_run(ti
   jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
 
 
+def test_eval_at_start_scores_the_starting_weights_and_a_rerun_keeps_one_such_row(tiny, tmp_path):
+  """eval.at_start on a run that starts from another run's final weights logs, at step 0,
+  exactly that run's final held-out figures; a fresh restart drops the stale rows."""
+  source = tmp_path / "source"
+  train_lib.train(tiny, str(source))
+  final = [r for r in read_metrics(str(source)) if "eval/loss" in r][-1]
+  tiny.init.workdir, tiny.eval.at_start = str(source), True
+  tiny.train.steps = 3
+  workdir = tmp_path / "continued"
+  with pytest.raises(Killed):  # dies before its first checkpoint: the rerun starts afresh
+    train_lib.train(tiny, str(workdir), hooks=[kill_at(2)])
+  train_lib.train(tiny, str(workdir))
+  start = [r for r in read_metrics(str(workdir)) if r["step"] == 0]
+  assert len(start) == 1
+  np.testing.assert_allclose(start[0]["eval/loss"], final["eval/loss"], rtol=1e-6)
+
+
 def test_fast_path_switches_do_not_change_training(tiny, tmp_path):
   """Donation and late metrics are speed only: off, the run logs the same numbers."""
   train_lib.train(tiny, str(tmp_path / "on"))

@@ -287,5 +287,11 @@ def make_preference_datasets(config, process_index: int | None = None,
       process_index=process_index, process_count=process_count, worker_count=data.worker_count)
   evaluation = functools.partial(eval_batches, splits["validation"], data.eval_batch_size,
                                  process_index, process_count)
-  return Datasets(tokenizer, train_it, {"validation": evaluation}, num_tokens(rows),
-                  num_tokens(splits["validation"]))
+  return PreferenceDatasets(tokenizer, train_it, {"validation": evaluation}, num_tokens(rows),
+                            num_tokens(splits["validation"]), rows=splits)
+
+
+@dataclasses.dataclass
+class PreferenceDatasets(Datasets):
+  rows: dict = dataclasses.field(default_factory=dict)  # split -> the rows its batches read:
+  #                        a column added here before the first batch is in every batch

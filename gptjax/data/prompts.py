@@ -6,8 +6,9 @@ A record (JSON list or JSON lines, `.gz` too) is one of
   {"chosen": ..., "rejected": ...}        a preference pair: its shared prompt (HH and the
                                           formats of gptjax.data.preferences)
 Prompts are rendered with the one chat template (ending with the assistant role token) and
-left-padded to P = data.seq_len + 1 - grpo.max_new_tokens tokens, so prompt and completion
-fill one window; longer prompts are dropped and counted.
+left-padded to P = data.seq_len - grpo.max_new_tokens tokens, so prompt and completion fit
+in the model's context (as a preference pair does: a reward model reads the last token of
+a full-length completion); longer prompts are dropped and counted.
 
 A batch holds each of its prompts `group_size` times in a row (the group the advantages
 compare): {"prompt": int32[B, P], "left_pad": int32[B] (padding tokens before each prompt),
@@ -113,7 +114,7 @@ def make_prompt_datasets(config, tokenizer, process_index: int | None = None,
   if not data.path:
     raise UserError("task.name=grpo reads prompts from --config.data.path (JSON lines of "
                     "{'prompt': ...}, or preference pairs)")
-  prompt_len = data.seq_len + 1 - grpo.max_new_tokens
+  prompt_len = data.seq_len - grpo.max_new_tokens
   if prompt_len < 2:
     raise UserError(f"grpo.max_new_tokens={grpo.max_new_tokens} leaves no room for a prompt in "
                     f"data.seq_len={data.seq_len}: raise data.seq_len or lower max_new_tokens")
@@ -128,7 +129,7 @@ def make_prompt_datasets(config, tokenizer, process_index: int | None = None,
     prompt, pad, kept = encode([read.conversations[i] for i in ids], tokenizer, prompt_len)
     if len(kept) < len(ids):
       warn(f"{len(ids) - len(kept)} of {len(ids)} {name} prompts are longer than "
-           f"{prompt_len} tokens (data.seq_len + 1 - grpo.max_new_tokens) and were dropped")
+           f"{prompt_len} tokens (data.seq_len - grpo.max_new_tokens) and were dropped")
     if not kept:
       raise UserError(f"no {name} prompt fits in {prompt_len} tokens: raise data.seq_len")
     splits[name] = (prompt, pad, [read.records[ids[k]] for k in kept])

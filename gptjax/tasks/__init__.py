@@ -8,7 +8,7 @@ mask for freezing/adapters) and `evaluators` (extra held-out metrics).
 `loss` returns (scalar, metrics); metrics["weight"] is how many items the scalar averages
 over (tokens, pairs, ...), named by `weight_unit`. The trainer weights microbatches and
 eval batches by it, so gradient accumulation and whole-split evaluation are exact for masked
-objectives too; held-out perplexity is reported where the unit is tokens.
+objectives too; held-out perplexity is exp of the metric `perplexity_of` names.
 
 A frozen model (`init_frozen`, gptjax.frozen) is an argument of the jitted step. RL adds one
 optional seam, `rollout(params, batch, frozen, step) -> batch`: the loop hands it each
@@ -32,6 +32,7 @@ from gptjax.tasks.sft import SFTTask
 
 class Task(Protocol):
   weight_unit: str  # what metrics["weight"] counts: "tokens", "pairs", ...
+  perplexity_of: str  # the per-token cross-entropy metric held-out perplexity is exp of ("": none)
   rollout: Any  # None, or RL's (params, prompts, frozen, step) -> (batch, host metrics)
   updates_per_rollout: int  # optimizer steps on each rollout's batch
   def datasets(self, tokenizer=None) -> Any: ...  # gptjax.data.Datasets; reuse `tokenizer` if given

@@ -82,6 +82,7 @@ def teacher_tokenizer(distill_cfg):
 
 
 class DistillTask(LMTask):
+  perplexity_of = "ce"  # the student's own cross-entropy, not the mixed loss
 
   def __init__(self, config):
     super().__init__(config)

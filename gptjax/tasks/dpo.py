@@ -11,9 +11,10 @@ With log-ratios rho = log pi(y|x) - log pi_ref(y|x) summed over each response's 
 so at the first step, when the policy is the reference, margin = 0 and the DPO loss is log 2.
 Implicit rewards are beta * rho. The reference is the run's starting checkpoint
 (`dpo.reference_workdir`, default `init.workdir`), or with LoRA the base weights themselves
-(adapters off): no second copy of the model is held. A batch that carries the reference's
-log-probs ("ref_chosen", "ref_rejected": precomputed, e.g. a column added to the pair rows)
-uses them instead of a reference forward.
+(adapters off): no second copy of the model is held. With `dpo.precompute_reference` the
+reference checkpoint scores every pair once before training; its log-probs become columns
+of the pair rows ("ref_chosen", "ref_rejected"), and a batch that carries them uses them
+instead of a reference forward, so no reference is held or run while training.
 
 Batches are preference pairs (gptjax.data.preferences); metrics["weight"] counts pairs.
 """
@@ -22,8 +23,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gptjax import frozen as frozen_lib, logprobs, lora, losses
+from gptjax import frozen as frozen_lib, logprobs, lora, losses, sharding
 from gptjax.errors import UserError
 from gptjax.tasks.lm import LMTask
 
@@ -52,6 +54,7 @@ def pair_logprobs(model, params, batch, rng=None, chunk: int = 0, average: bool 
 
 class DPOTask(LMTask):
   weight_unit = "pairs"
+  perplexity_of = ""
 
   def __init__(self, config):
     super().__init__(config)
@@ -60,10 +63,12 @@ class DPOTask(LMTask):
     if not 0.0 <= config.dpo.label_smoothing < 0.5 or config.dpo.beta <= 0:
       raise UserError("need dpo.beta > 0 and 0 <= dpo.label_smoothing < 0.5")
     self.reference = None  # the reference's module, when it is another checkpoint
+    self.data = None
 
   def datasets(self, tokenizer=None):
     from gptjax.data.preferences import make_preference_datasets
-    return self._keep_tokenizer(make_preference_datasets(self.config, tokenizer=tokenizer))
+    self.data = make_preference_datasets(self.config, tokenizer=tokenizer)
+    return self._keep_tokenizer(self.data)
 
   def _score(self, model, params, batch, rng=None):
     return pair_logprobs(model, params, batch, rng, self.config.task.loss_chunk,
@@ -71,7 +76,7 @@ class DPOTask(LMTask):
 
   def init_frozen(self, mesh):
     cfg = self.config
-    if self.model.cfg.lora_rank:
+    if self.model.cfg.lora_rank and not cfg.dpo.precompute_reference:
       return None  # the policy's own base weights, adapters off
     flag = ("--config.dpo.reference_workdir" if cfg.dpo.reference_workdir
             else "--config.init.workdir")
@@ -79,8 +84,29 @@ class DPOTask(LMTask):
     loaded = frozen_lib.load(cfg.dpo.reference_workdir or cfg.init.workdir, step, mesh,
                              f"{flag} (the DPO reference policy)")
     frozen_lib.require_same_tokenizer(loaded, self.tokenizer, flag)
+    if cfg.dpo.precompute_reference and self.data is not None:  # (None: a shape-only run)
+      for rows in self.data.rows.values():
+        rows["ref_chosen"], rows["ref_rejected"] = self._score_rows(loaded, rows, mesh)
+      return None  # the reference is dropped here: batches carry its log-probs
     self.reference = loaded.model
     return {"reference": loaded.params}
+
+  def _score_rows(self, loaded, rows: dict, mesh):
+    """The (chosen, rejected) log-probs [N] of the `loaded` model for every pair of `rows`,
+    in global batches of data.eval_batch_size (each process scores a contiguous share)."""
+    from jax.experimental import multihost_utils
+    n, size = len(rows["index"]), self.config.data.eval_batch_size
+    share = size // jax.process_count()
+    score = jax.jit(lambda params, batch: jnp.stack(self._score(loaded.model, params, batch), 1))
+    out = []
+    for first in range(0, n, size):
+      index = np.minimum(first + jax.process_index() * share + np.arange(share), n - 1)
+      batch = {k: rows[k][index] for k in ("chosen", "rejected", "chosen_mask", "rejected_mask")}
+      with sharding.rules_context(mesh):
+        both = score(loaded.params, sharding.shard_batch(batch, mesh))
+      out.append(np.asarray(multihost_utils.process_allgather(both, tiled=True)))
+    both = np.concatenate(out)[:n].astype(np.float32)
+    return both[:, 0], both[:, 1]
 
   def reference_logprobs(self, params, batch, frozen):
     """The frozen reference's (chosen, rejected) log-probs: precomputed ones when the batch

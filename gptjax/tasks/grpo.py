@@ -32,6 +32,7 @@ from gptjax.tasks.reward import sequence_rewards
 
 ADVANTAGES = ("grpo", "rloo", "dr_grpo")
 ROLLOUT_STREAM = 1  # folded into the step's key: rollouts draw apart from dropout
+EVAL_KEY = 2  # held-out sampling: one fixed key, apart from every rollout's
 
 
 def group_advantages(rewards_B: np.ndarray, group_size: int, kind: str) -> np.ndarray:
@@ -77,6 +78,7 @@ def policy_loss(logp_BT, old_BT, ref_BT, advantage_B, mask_BT, clip_eps: float,
 
 class GRPOTask(LMTask):
   weight_unit = "tokens"
+  perplexity_of = ""  # the policy loss is no cross-entropy
 
   def __init__(self, config):
     super().__init__(config)
@@ -246,27 +248,36 @@ class GRPOTask(LMTask):
     return policy_loss(logp_BT, batch["old_logp"], batch.get("ref_logp"), batch["advantage"],
                        batch["mask"], g.clip_eps, g.kl_coef, g.kl_estimator, normalizer)
 
-  def heldout_completions(self, params, frozen, limit: int = 0) -> list[dict]:
-    """Greedy completions of the held-out prompts (the first `limit`; 0 = all) with rewards."""
-    if self._greedy_fn is None:
+  def heldout_completions(self, params, frozen, limit: int = 0, sampled: bool = False) -> list:
+    """Completions of the held-out prompts (the first `limit`; 0 = all) with rewards: greedy,
+    or `sampled` at grpo.temperature with a fixed key per batch (every evaluation draws the
+    same noise, so a change between steps is the policy's)."""
+    if sampled and self._rollout_fn is None:
+      self._rollout_fn = self._jitted(self.config.grpo.temperature)
+    if not sampled and self._greedy_fn is None:
       self._greedy_fn = self._jitted(0.0)
+    fn = self._rollout_fn if sampled else self._greedy_fn
     rows = []
-    for batch in self.data.eval_batches():
+    for i, batch in enumerate(self.data.eval_batches()):
       device = sharding.shard_batch(batch, self.mesh)
-      out = self._greedy_fn(params, frozen, device["prompt"], device["left_pad"],
-                            jax.random.key(0))
+      out = fn(params, frozen, device["prompt"], device["left_pad"],
+               jax.random.fold_in(jax.random.key(EVAL_KEY), i))
       index, texts, scores = self._completions(out, device["index"], self.data.eval_records)
-      for i, text, score in zip(index, texts, scores):
-        if i >= 0:
-          rows.append({"index": int(i), "completion": text, "reward": float(score)})
+      for j, text, score in zip(index, texts, scores):
+        if j >= 0:
+          rows.append({"index": int(j), "completion": text, "reward": float(score)})
       if limit and len(rows) >= limit:
         return rows[:limit]
     return rows
 
   def evaluators(self) -> dict:
-    def heldout(params, frozen):
-      rows = self.heldout_completions(params, frozen)
-      return {"reward": float(np.mean([r["reward"] for r in rows])),
-              "completion_chars": float(np.mean([len(r["completion"]) for r in rows])),
-              "prompts": float(len(rows))}
-    return {"greedy": heldout}
+    """Held-out reward of greedy replies ("greedy") and of replies sampled as in rollouts
+    ("sampled": the expected reward the policy gradient raises)."""
+    def heldout(sampled):
+      def score(params, frozen):
+        rows = self.heldout_completions(params, frozen, sampled=sampled)
+        return {"reward": float(np.mean([r["reward"] for r in rows])),
+                "completion_chars": float(np.mean([len(r["completion"]) for r in rows])),
+                "prompts": float(len(rows))}
+      return score
+    return {"greedy": heldout(False), "sampled": heldout(True)}

@@ -22,6 +22,7 @@ def token_losses(model, params, inputs_BT, targets_BT, rng, loss_chunk: int = 0,
 
 class LMTask:
   weight_unit = "tokens"
+  perplexity_of = "loss"
   rollout = None  # RL tasks: (params, prompts, frozen, step) -> (batch, host metrics)
   updates_per_rollout = 1
 

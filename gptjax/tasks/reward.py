@@ -49,6 +49,7 @@ def pair_loss(chosen_B, rejected_B, margin: float, center_coef: float):
 
 class RewardTask(LMTask):
   weight_unit = "pairs"
+  perplexity_of = ""
 
   def datasets(self, tokenizer=None):
     from gptjax.data.preferences import make_preference_datasets
