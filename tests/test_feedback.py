@@ -140,6 +140,36 @@ def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_live_referenc
       np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=f"{k} {a['step']}")
 
 
+@pytest.mark.parametrize("name", ["dpo", "reward"])
+def test_pair_losses_accumulated_over_microbatches_equal_one_large_batch(name):
+  """Microbatches with different numbers of real pairs (padding rows count nothing) give the
+  update of the whole batch: metrics["weight"] counts pairs."""
+  import optax
+  cfg = dataclasses.replace(CFG, score_head=True) if name == "reward" else CFG
+  task, model = bound(DPOTask if name == "dpo" else RewardTask, base_config(), cfg)
+  frozen = None
+  if name == "dpo":
+    task.reference, frozen = model, {"reference": init(model, 6)}
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=1, tensor=1)),
+                            jax.devices()[:2])
+  data = pair_batch(8, seed=3, padding_rows=3)
+  tx = optax.sgd(1.0)  # linear in the gradient
+  params_abstract, params_shardings = state_lib.abstract_params(model, mesh)
+  shardings = state_lib.state_shardings(tx, params_abstract, params_shardings, mesh)
+  updated = {}
+  for accum in (1, 4):
+    state = state_lib.init_state(model, tx, mesh, shardings, seed=0)
+    step = train_lib.jit_train_step(train_lib.make_train_step(
+        task, tx, accum, 0, optax.constant_schedule(1e-2)), mesh, shardings)
+    with sharding.rules_context(mesh):
+      state, metrics = step(state, sharding.shard_batch(data, mesh), frozen)
+    updated[accum] = jax.device_get((state.params, metrics))
+  (big, big_m), (acc, acc_m) = updated[1], updated[4]
+  for k in ("train/loss", "train/accuracy", "train/grad_norm"):
+    np.testing.assert_allclose(acc_m[k], big_m[k], rtol=1e-5, err_msg=k)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), acc, big)
+
+
 def test_the_reward_model_starts_at_log_2_when_its_head_outputs_are_equal():
   config = base_config()
   task, model = bound(RewardTask, config, dataclasses.replace(CFG, score_head=True))
