@@ -168,8 +168,8 @@ def main():
     pairs = [("before", before), ("after", after), ("gain", after - before)]
     if args.sft_step:
       pairs.append(("sft_end", np.array([r[f"{kind}_sft_end"] for r in results.values()])))
-    for name, x in pairs:
-      stats[f"{kind}_{name}"] = (float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0)
+    for stat, x in pairs:
+      stats[f"{kind}_{stat}"] = (float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0)
   os.makedirs(args.out, exist_ok=True)
   name = ("addition_rl" + (f"_sft{args.sft_step}" if args.sft_step else "")
           + (f"_sftseed{args.sft_seed}" if args.sft_seed else ""))
