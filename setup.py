@@ -19,6 +19,7 @@ setup(
         "ml-collections>=1.0,<2",
         "sacrebleu>=2.4,<3",
         "safetensors>=0.4,<1",
+        "tokenizers>=0.19,<1",  # Hugging Face tokenizer.json: imported models keep theirs
         "tensorboardX>=2.6,<3",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
@@ -41,6 +42,7 @@ setup(
             "gptjax-prepare=gptjax.data.prepare:main",
             "gptjax-plan=gptjax.plan:main",
             "gptjax-lora=gptjax.lora_cli:main",
+            "gptjax-convert=gptjax.interop.convert:main",
         ]
     },
 )

@@ -7,6 +7,10 @@
   :frozen   -> only the last two blocks train
   :scratch  -> :full from fresh weights (init.exclude='.*' keeps only the tokenizer)
   :smoke    -> a seconds-long run from scratch on CPU, for tests
+  :hf       -> full fine-tuning of a model imported with gptjax-convert (init.workdir, default
+               runs/hf): its architecture (init.architecture), its tokenizer and its own chat
+               template (gptjax's control tokens are added where it has none)
+  :hf_lora  -> the same with LoRA r=16 on every projection
 (none) = :full. Data: --config.data.path (default ../shared/data/alpaca/alpaca_5000.json,
 from the repository root) takes alpaca JSON, HH JSONL or OpenAI-messages JSONL; 5% of the
 conversations are held out. --config.init.workdir (default runs/chat_pretrain) is the
@@ -48,8 +52,9 @@ def get_config(arg=None):
     c.checkpoint.every = 500
     c.train.sample_prompt = "ROMEO:"
     return c
-  if arg not in ("full", "lora", "frozen", "scratch", "smoke"):
-    raise ValueError(f"sft.py takes pretrain, full, lora, frozen, scratch or smoke, got {arg!r}")
+  variants = ("full", "lora", "frozen", "scratch", "smoke", "hf", "hf_lora")
+  if arg not in variants:
+    raise ValueError(f"sft.py takes pretrain or one of {variants}, got {arg!r}")
   c.task.name = "sft"
   c.data.path = ALPACA
   c.data.eval_fraction = 0.05
@@ -59,6 +64,14 @@ def get_config(arg=None):
   c.train.steps = 400
   c.eval.every = 50
   c.checkpoint.every = 200
+  if arg in ("hf", "hf_lora"):
+    c.init.workdir, c.init.architecture = "runs/hf", True
+    c.data.seq_len = 512
+    c.optim.lr, c.optim.min_lr = 2e-5, 2e-6  # a pretrained model: small full fine-tuning steps
+    c.optim.weight_decay = 0.0
+    if arg == "hf_lora":
+      c.lora.rank, c.lora.alpha = 16, 32.0
+      c.optim.lr, c.optim.min_lr = 2e-4, 2e-5
   if arg == "lora":
     c.lora.rank, c.lora.alpha, c.lora.dropout = 8, 16.0, 0.0
     c.optim.lr, c.optim.min_lr = 1e-3, 1e-4  # adapters start at zero: a larger step, as peft

@@ -30,6 +30,9 @@ from gptjax import fingerprint
 from gptjax.errors import UserError, fixable_os_error, warn
 
 ITEMS = ("state", "data", "config", "tokenizer", "integrity")
+# Written by gptjax-convert beside an imported model's checkpoint (parameters only: a model
+# to start from or serve, not a run to resume).
+IMPORTED_MARKER = "converted.json"
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -28,6 +28,14 @@ def base_config() -> ml_collections.ConfigDict:
   m.use_bias = True  # biases in projections and norms (GPT-2); False for nanoGPT/Llama
   m.positions = "learned"  # "learned" (GPT-2) or "rope" (Llama)
   m.rope_theta = 10000.0
+  # Llama 3.1's long-context RoPE ("llama3"): low frequencies divided by rope_factor, high
+  # ones kept, a smooth blend between (Hugging Face rope_type "llama3"); "" = plain RoPE.
+  m.rope_scaling = ""
+  m.rope_factor = 8.0
+  m.rope_low_freq_factor = 1.0
+  m.rope_high_freq_factor = 4.0
+  m.rope_original_max_len = 8192
+  m.qkv_bias = False  # biases on the query/key/value projections only (Qwen2), with use_bias off
   m.norm = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama)
   m.norm_eps = 1e-5
   m.mlp = "gelu"  # "gelu" (GPT-2, tanh approximation), "gelu_exact" (erf) or "swiglu" (Llama)
@@ -119,6 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
   ini.workdir = ""  # that run's workdir ("" = fresh init); its tokenizer is used too
   ini.step = 0  # which checkpoint (0 = its newest intact one)
   ini.exclude = ""  # regex of parameter paths not to load (they keep their fresh init)
+  ini.architecture = False  # take model.* (layers, widths, RoPE, ...) from that checkpoint
 
   c.lora = lo = ml_collections.ConfigDict()  # low-rank adapters (gptjax.lora)
   lo.rank = 0  # 0 = no adapters

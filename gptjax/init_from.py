@@ -20,6 +20,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from gptjax import checkpoint, lora
 from gptjax.errors import UserError
@@ -58,6 +59,36 @@ def source_tokenizer(init_cfg):
       return tokenizer_from_json(tokenizer_json)
   finally:
     ckpt.close()
+
+
+# Settings that make up the model's function; the rest of model.* (dtype, attention kernel,
+# remat, dropout, LoRA) is how this run computes it and stays this run's.
+ARCHITECTURE = ("vocab_size", "vocab_multiple", "num_layers", "num_heads", "num_kv_heads",
+                "embed_dim", "mlp_dim", "max_len", "use_bias", "qkv_bias", "positions",
+                "rope_theta", "rope_scaling", "rope_factor", "rope_low_freq_factor",
+                "rope_high_freq_factor", "rope_original_max_len", "norm", "norm_eps", "mlp",
+                "tie_embeddings")
+
+
+def adopt_architecture(config) -> None:
+  """With init.architecture: this run's model.* shape becomes that of the checkpoint it
+  starts from (an imported Hugging Face model, say), so no one restates it by hand. The
+  vocabulary follows the tokenizer where the source's table has no spare rows, so a chat
+  task can still append its control tokens."""
+  steps = _steps(config.init)
+  ckpt = checkpoint.Checkpointer(config.init.workdir, read_only=True)
+  try:
+    saved, tokenizer_json = ckpt.restore_meta(config.init.step or steps[-1])
+  finally:
+    ckpt.close()
+  from gptjax.data import tokenizer_from_json
+  from gptjax.model import GPTConfig
+  source_vocab = tokenizer_from_json(tokenizer_json).vocab_size
+  table = GPTConfig.from_config(ml_collections.ConfigDict(saved), source_vocab).vocab_size
+  for key in ARCHITECTURE:
+    if key in saved["model"]:
+      config.model[key] = saved["model"][key]
+  config.model.vocab_size = table if table > source_vocab else 0
 
 
 def open_source(init_cfg, mesh=None) -> Loaded:

@@ -55,6 +55,12 @@ class GPTConfig:
   use_bias: bool = True
   positions: str = "learned"
   rope_theta: float = 10000.0
+  rope_scaling: str = ""
+  rope_factor: float = 8.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
+  qkv_bias: bool = False
   norm: str = "layernorm"
   norm_eps: float = 1e-5
   mlp: str = "gelu"
@@ -77,6 +83,7 @@ class GPTConfig:
         (self.num_heads % kv == 0,
          f"model.num_heads={self.num_heads} must divide by model.num_kv_heads={kv}"),
         (self.positions in ("learned", "rope"), "model.positions must be learned or rope"),
+        (self.rope_scaling in ("", "llama3"), "model.rope_scaling must be '' or llama3"),
         (self.norm in ("layernorm", "rmsnorm"), "model.norm must be layernorm or rmsnorm"),
         (self.mlp in ("gelu", "gelu_exact", "swiglu"),
          "model.mlp must be gelu, gelu_exact or swiglu"),
@@ -201,12 +208,28 @@ def project(spec: str, x, w):
   return jnp.einsum(spec, x, w)
 
 
-def rope(x_BTNH: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
+def rope_frequencies(cfg: GPTConfig) -> jax.Array:
+  """The rotation frequency of each pair of head dimensions: theta^(-2i/H), and with
+  rope_scaling="llama3" Llama 3.1's rescaling (wavelengths longer than the original context
+  / low_freq_factor divided by rope_factor, shorter than / high_freq_factor kept, a linear
+  blend between), as Hugging Face computes it."""
+  half = cfg.head_dim // 2
+  freqs_h = 1.0 / cfg.rope_theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+  if cfg.rope_scaling != "llama3":
+    return freqs_h
+  wavelen_h = 2 * math.pi / freqs_h
+  old_len, factor = cfg.rope_original_max_len, cfg.rope_factor
+  low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+  smooth_h = (old_len / wavelen_h - low) / (high - low)
+  blended_h = (1 - smooth_h) * freqs_h / factor + smooth_h * freqs_h
+  return jnp.where(wavelen_h > old_len / low, freqs_h / factor,
+                   jnp.where(wavelen_h < old_len / high, freqs_h, blended_h))
+
+
+def rope(x_BTNH: jax.Array, positions_BT: jax.Array, freqs_H) -> jax.Array:
   """Rotary embedding, Llama/Hugging Face convention (rotate the two halves of each head).
-  positions_BT: [B, T] or [1, T] (shared by every row)."""
-  half = x_BTNH.shape[-1] // 2
-  freqs_h = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
-  angles_BTH = positions_BT.astype(jnp.float32)[..., None] * freqs_h
+  positions_BT: [B, T] or [1, T] (shared by every row); freqs_H from `rope_frequencies`."""
+  angles_BTH = positions_BT.astype(jnp.float32)[..., None] * freqs_H
   sin, cos = jnp.sin(angles_BTH)[:, :, None, :], jnp.cos(angles_BTH)[:, :, None, :]
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -271,14 +294,15 @@ class Attention(nn.Module):
     def proj(name, heads):
       y = dense(self, f"w{name}", "btd,dnh->btnh", x_BTD, (D, heads, H),
                 ("embed", "heads", "kv"), cfg.init_std, deterministic)
-      if cfg.use_bias:
+      if cfg.use_bias or cfg.qkv_bias:
         y = y + self.param(f"b{name}", _zeros(("heads", "kv")), (heads, H)).astype(dt)
       return _constrain(y, ("batch", "length", "heads", "kv"))
 
     q_BTNH, k_BTKH, v_BTKH = proj("q", N), proj("k", K), proj("v", K)
     if cfg.positions == "rope":
-      q_BTNH = rope(q_BTNH, positions_BT, cfg.rope_theta)
-      k_BTKH = rope(k_BTKH, positions_BT, cfg.rope_theta)
+      freqs_H = rope_frequencies(cfg)
+      q_BTNH = rope(q_BTNH, positions_BT, freqs_H)
+      k_BTKH = rope(k_BTKH, positions_BT, freqs_H)
 
     new_cache = None
     if layer_cache is None:

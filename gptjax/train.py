@@ -359,6 +359,12 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   cfg = config
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"--workdir={workdir} is a file, not a folder: choose another --workdir")
+  if os.path.exists(os.path.join(workdir, checkpoint.IMPORTED_MARKER)):
+    raise UserError(f"--workdir={workdir} holds a model imported by gptjax-convert, a starting "
+                    "point rather than a run to resume: train in a new --workdir with "
+                    f"--config.init.workdir={workdir}")
+  if cfg.init.workdir and cfg.init.get("architecture"):
+    init_from.adopt_architecture(cfg)
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.checkpoint.keep,
                                  keep_best=cfg.checkpoint.keep_best)

@@ -27,6 +27,7 @@ MAX_SENTENCE_CHARS = 1000  # sentencepiece skips training sentences over 4192 by
 class Tokenizer(Protocol):
   vocab_size: int
   eos_id: int | None  # document separator; None = join documents with "\n" instead
+  bos_id: int | None  # put before a prompt (Hugging Face tokenizers that expect one)
   added_tokens: tuple[str, ...]  # special tokens after the base vocabulary, in id order
 
   def encode(self, text: str) -> np.ndarray: ...
@@ -38,7 +39,7 @@ class Tokenizer(Protocol):
 class CharTokenizer:
   """One id per distinct character, ids in sorted character order (as nanoGPT)."""
 
-  eos_id = None
+  eos_id = bos_id = None
   added_tokens = ()
 
   def __init__(self, chars: str):
@@ -73,6 +74,7 @@ class SentencePieceTokenizer:
   """A sentencepiece model; eos separates documents, "\\n" is a piece of its own."""
 
   added_tokens = ()
+  bos_id = None  # gptjax's own models are trained without one
 
   def __init__(self, model_proto: bytes):
     self.model_proto = model_proto
@@ -104,7 +106,7 @@ class WithAddedTokens:
       raise ValueError(f"repeated added tokens: {list(added)}")
     self.base, self.added_tokens = base, tuple(added)
     self.vocab_size = base.vocab_size + len(self.added_tokens)
-    self.eos_id = base.eos_id
+    self.eos_id, self.bos_id = base.eos_id, base.bos_id
     self._ids = {name: base.vocab_size + i for i, name in enumerate(self.added_tokens)}
 
   def token_id(self, name: str) -> int:
@@ -155,11 +157,20 @@ def tokenizer_from_json(d: dict) -> Tokenizer:
     return CharTokenizer(d["chars"])
   if d.get("kind") == "sentencepiece":
     return SentencePieceTokenizer(base64.b64decode(d["model"]))
-  raise UserError(f"unknown tokenizer kind {d.get('kind')!r} (expected char or sentencepiece)")
+  if d.get("kind") == "hf":
+    from gptjax.data.hf_tokenizer import HFTokenizer
+    return HFTokenizer(d["tokenizer_json"], d.get("settings"))
+  raise UserError(f"unknown tokenizer kind {d.get('kind')!r} (expected char, sentencepiece "
+                  "or hf)")
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-  """A tokenizer file: JSON from `to_json`, or a sentencepiece .model proto."""
+  """A tokenizer file: JSON from `to_json`, a sentencepiece .model proto, or a Hugging Face
+  tokenizer (its folder, or its tokenizer.json)."""
+  path = os.path.expanduser(path)
+  if os.path.isdir(path) or os.path.basename(path) == "tokenizer.json":
+    from gptjax.data.hf_tokenizer import load_hf_folder
+    return load_hf_folder(path if os.path.isdir(path) else os.path.dirname(path) or ".")
   try:
     with open(os.path.expanduser(path), "rb") as f:
       blob = f.read()

@@ -1,0 +1,1 @@
+"""Hugging Face interop: checkpoint folders in and out (gptjax-convert), tokenizers, configs."""
