@@ -20,6 +20,9 @@ setup(
         "sacrebleu>=2.4,<3",
         "safetensors>=0.4,<1",
         "tokenizers>=0.19,<1",  # Hugging Face tokenizer.json: imported models keep theirs
+        "starlette>=0.37,<2",  # gptjax-serve: the ASGI app
+        "uvicorn>=0.30,<1",  # gptjax-serve: the ASGI server
+        "prometheus_client>=0.20,<1",  # gptjax-serve: /metrics
         "tensorboardX>=2.6,<3",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
@@ -27,7 +30,8 @@ setup(
     ],
     extras_require={
         # The tests compare with PyTorch references (benchmarks/), so they need torch too.
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.4,<3", "transformers>=4.42,<6"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.4,<3", "transformers>=4.42,<6",
+                "openai>=1.40,<4"],  # the server's tests drive it with the real client
         "gpu": ["jax[cuda12]>=0.7,<0.11"],
         "tpu": ["jax[tpu]>=0.7,<0.11"],
         "hf": ["transformers>=4.42,<6", "torch>=2.4,<3"],
@@ -43,6 +47,9 @@ setup(
             "gptjax-plan=gptjax.plan:main",
             "gptjax-lora=gptjax.lora_cli:main",
             "gptjax-convert=gptjax.interop.convert:main",
+            "gptjax-serve=gptjax.serve.server:main",
+            "gptjax-chat=gptjax.serve.chat_cli:main",
+            "gptjax-feedback=gptjax.serve.feedback:main",
         ]
     },
 )

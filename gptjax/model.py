@@ -11,7 +11,8 @@ Calls:
   logits_BTV = model.apply(params, tokens_BT)                          # training / eval
   logits_BTV = model.apply(params, tokens_BT, segment_ids=seg_BT)      # packed documents
   logits_BTV, cache = model.apply(params, tokens_BT, cache=c, start=i) # prefill / decode
-where `c = init_cache(cfg, batch, max_len)` and `start` is the position of tokens_BT[:, 0].
+where `c = init_cache(cfg, batch, max_len)` and `start` is the position of tokens_BT[:, 0]:
+one for the batch, or int32[B], one per row (the server's decode slots).
 Cached calls take `left_pad` (int32[B]): row b's first left_pad[b] slots are padding that no
 query attends to, and its positions count from the first real token; the whole-sequence call
 with segment ids 0 on the padding and 1 after it computes the same.
@@ -311,11 +312,19 @@ class Attention(nn.Module):
     else:
       # Write this chunk's keys/values at `start`, then attend over every cached position
       # up to each query's own position (prefill: a causal block; decode: one row).
-      k_BSKH = jax.lax.dynamic_update_slice(layer_cache["k"], k_BTKH.astype(dt), (0, start, 0, 0))
-      v_BSKH = jax.lax.dynamic_update_slice(layer_cache["v"], v_BTKH.astype(dt), (0, start, 0, 0))
+      # `start` may be one position per row (continuous batching: every slot at its own).
+      if jnp.ndim(start) == 0:
+        write = lambda c, x: jax.lax.dynamic_update_slice(c, x, (0, start, 0, 0))
+      else:
+        write = lambda c, x: jax.vmap(
+            lambda c1, x1, s: jax.lax.dynamic_update_slice(c1, x1, (s, 0, 0)))(c, x, start)
+      start_B = jnp.broadcast_to(jnp.asarray(start, jnp.int32), (x_BTD.shape[0],))
+      k_BSKH = write(layer_cache["k"], k_BTKH.astype(dt))
+      v_BSKH = write(layer_cache["v"], v_BTKH.astype(dt))
       new_cache = {"k": k_BSKH, "v": v_BSKH}
       S = k_BSKH.shape[1]
-      mask_BTS = (jnp.arange(S)[None, :] <= (start + jnp.arange(q_BTNH.shape[1]))[:, None])[None]
+      query_BT = start_B[:, None] + jnp.arange(q_BTNH.shape[1])[None]
+      mask_BTS = jnp.arange(S)[None, None, :] <= query_BT[:, :, None]
       if left_pad_B is not None:
         mask_BTS = mask_BTS & (jnp.arange(S) >= left_pad_B[:, None])[:, None, :]
       out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH,
@@ -391,8 +400,9 @@ class GPT(nn.Module):
       raise ValueError("segment_ids are for whole-sequence calls, not cached decoding")
     if left_pad is not None and cache is None:
       raise ValueError("left_pad is for cached calls; whole sequences take segment_ids")
-    positions_BT = ((start + jnp.arange(T))[None] if segment_ids is None
-                    else segment_positions(segment_ids))
+    per_row = jnp.ndim(start) == 1  # cached calls: one start position per row
+    positions_BT = ((jnp.asarray(start)[:, None] if per_row else start) + jnp.arange(T)[None]
+                    if segment_ids is None else segment_positions(segment_ids))
     if left_pad is not None:
       positions_BT = jnp.maximum(positions_BT - left_pad[:, None], 0)
 
@@ -402,7 +412,7 @@ class GPT(nn.Module):
     if cfg.positions == "learned":
       wpe = self.param("wpe", _dense_init(cfg.init_std, ("length", "embed")),
                        (cfg.max_len, cfg.embed_dim))
-      if segment_ids is None and left_pad is None:
+      if segment_ids is None and left_pad is None and not per_row:
         x_BTD = x_BTD + jax.lax.dynamic_slice_in_dim(wpe, start, T, axis=0).astype(dt)[None]
       else:
         x_BTD = x_BTD + jnp.take(wpe, positions_BT, axis=0).astype(dt)

@@ -41,6 +41,29 @@ def pick(logits_BV, rng, temperature: float, top_k: int = 0, top_p: float = 1.0)
   return jax.random.categorical(rng, logits_BV, axis=-1)
 
 
+def pick_rows(logits_BV, seed_B, draw_B, temperature_B, top_k_B, top_p_B):
+  """`pick` with settings of its own for every row (the server's decode slots share one
+  step): temperature 0 = greedy, top_k 0 = off, top_p 1 = off, filtered in `pick`'s order.
+  Row b draws with key fold_in(key(seed_B[b]), draw_B[b]), so a request's tokens depend on
+  its own seed and position only, never on which rows it shares a step with."""
+  V = logits_BV.shape[-1]
+  scaled_BV = logits_BV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B,
+                                                        1.0)[:, None]
+  sorted_BV = jnp.sort(scaled_BV, axis=-1)[:, ::-1]
+  kth_B1 = jnp.take_along_axis(sorted_BV, jnp.clip(top_k_B - 1, 0, V - 1)[:, None], axis=-1)
+  use_k_B1 = ((top_k_B > 0) & (top_k_B < V))[:, None]
+  scaled_BV = jnp.where(use_k_B1 & (scaled_BV < kth_B1), -jnp.inf, scaled_BV)
+  sorted_BV = jnp.where(use_k_B1 & (sorted_BV < kth_B1), -jnp.inf, sorted_BV)
+  probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+  keep_BV = (jnp.cumsum(probs_BV, axis=-1) - probs_BV) < top_p_B[:, None]
+  threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+  scaled_BV = jnp.where((top_p_B < 1.0)[:, None] & (scaled_BV < threshold_B1), -jnp.inf,
+                        scaled_BV)
+  keys_B = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed_B, draw_B)
+  drawn_B = jax.vmap(jax.random.categorical)(keys_B, scaled_BV)
+  return jnp.where(temperature_B > 0, drawn_B, jnp.argmax(logits_BV, axis=-1)).astype(jnp.int32)
+
+
 def sample(model, params, prompt_BP, rng, *, max_new_tokens: int, left_pad_B=None,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, valid_vocab: int = 0,
            stop_id: int = -1):

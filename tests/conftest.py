@@ -22,3 +22,22 @@ def shakespeare_path():
   if not SHAKESPEARE.exists():
     pytest.skip(f"{SHAKESPEARE} not found (../shared/data beside the repo)")
   return str(SHAKESPEARE)
+
+
+@pytest.fixture(scope="session")
+def sft_run(tmp_path_factory):
+  """A small chat model (configs/sft.py:smoke: sentencepiece with the chat tokens) trained
+  briefly on alpaca_5000, with a 512-position context so a reply can run long."""
+  from test_train import load_config
+  from gptjax import train as train_lib
+  alpaca = SHARED_DATA / "alpaca" / "alpaca_5000.json"
+  if not alpaca.exists():
+    pytest.skip(f"{alpaca} not found (../shared/data beside the repo)")
+  tmp = tmp_path_factory.mktemp("sft_run")
+  config = load_config("sft", "smoke")
+  config.data.path = str(alpaca)
+  config.data.data_dir = str(tmp / "data")
+  config.model.max_len = 512
+  config.train.steps = config.checkpoint.every = config.eval.every = 20
+  train_lib.train(config, str(tmp / "w"))
+  return str(tmp / "w")

@@ -12,77 +12,15 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from conftest import REPO
+from benchmarks import hf_parity
+from benchmarks.hf_parity import CHATML, hf_logits as _hf_logits, randomize, save_hf_tokenizer
 from gptjax import sharding
 from gptjax.errors import UserError
 from gptjax.generate import generate
 from gptjax.interop import convert
 from gptjax.load import load_workdir
 
-TOKENIZER_VOCAB = 280  # byte-level BPE: 256 bytes, merges, 3 special tokens
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def _rope_llama3(original):
-  return {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-          "high_freq_factor": 4.0, "original_max_position_embeddings": original}
-
-
-LLAMA = dict(hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=512, rms_norm_eps=1e-5)
-CASES = {  # vocabulary sizes that are multiples of nothing useful
-    "gpt2": lambda: transformers.GPT2Config(vocab_size=301, n_positions=300, n_embd=32,
-                                            n_layer=2, n_head=4),
-    # grouped-query attention with one kv head, Llama 3.1's RoPE rescaling (its original
-    # context well inside the 256 positions compared), an untied head
-    "llama_kv1": lambda: transformers.LlamaConfig(
-        vocab_size=307, num_key_value_heads=1, tie_word_embeddings=False, rope_theta=500000.0,
-        rope_scaling=_rope_llama3(64), **LLAMA),
-    "llama_kv2": lambda: transformers.LlamaConfig(vocab_size=311, num_key_value_heads=2,
-                                                  tie_word_embeddings=False, **LLAMA),
-    "llama_kv4_tied": lambda: transformers.LlamaConfig(vocab_size=293, num_key_value_heads=4,
-                                                       tie_word_embeddings=True, **LLAMA),
-    "mistral": lambda: transformers.MistralConfig(vocab_size=283, num_key_value_heads=2,
-                                                  sliding_window=None, **LLAMA),
-    "qwen2": lambda: transformers.Qwen2Config(vocab_size=313, num_key_value_heads=2,
-                                              tie_word_embeddings=True, **LLAMA),
-}
-
-
-def _text_lines():
-  text = (REPO / "README.md").read_text() + (REPO / "docs" / "DESIGN.md").read_text()
-  return [line for line in text.splitlines() if line.strip()]
-
-
-def save_hf_tokenizer(folder, chat_template=None):
-  """A byte-level BPE (GPT-2 / Llama 3 / Qwen2 style) saved as Hugging Face saves one."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-  tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-  trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=specials,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                show_progress=False)
-  tok.train_from_iterator(_text_lines(), trainer)
-  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                              additional_special_tokens=specials[1:])
-  if chat_template:
-    fast.chat_template = chat_template
-  fast.save_pretrained(folder)
-  return fast
-
-
-def randomize(model, seed):
-  """Weights far from HF's init (std 0.02 would make every logit nearly equal, so any
-  mistake would hide under the tolerance): norms around 1, biases and matrices O(0.3)."""
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      noise = torch.randn(p.shape, generator=gen)
-      is_norm_scale = p.ndim == 1 and ("norm" in name or "ln_" in name) and "weight" in name
-      p.copy_(1.0 + 0.2 * noise if is_norm_scale else 0.3 * noise)
+CASES = hf_parity.cases()
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -90,7 +28,7 @@ def hf_model(request, tmp_path_factory):
   """(name, transformers model, its folder, the gptjax workdir it was imported into)."""
   name = request.param
   folder = tmp_path_factory.mktemp(name)
-  model = transformers.AutoModelForCausalLM.from_config(CASES[name]()).eval()
+  model = transformers.AutoModelForCausalLM.from_config(CASES[name]).eval()
   randomize(model, seed=len(name))
   # Sharded with an index in one case, as large checkpoints come.
   model.save_pretrained(folder / "hf", max_shard_size="40KB" if name == "llama_kv2" else "5GB")
@@ -101,11 +39,6 @@ def hf_model(request, tmp_path_factory):
 
 def _tokens(vocab, batch=2, length=256, seed=0):
   return np.random.RandomState(seed).randint(0, vocab, (batch, length)).astype(np.int32)
-
-
-def _hf_logits(model, ids):
-  with torch.no_grad():
-    return model(torch.tensor(ids, dtype=torch.long)).logits.float().numpy()
 
 
 def test_import_gives_the_logits_of_transformers_on_any_mesh(hf_model):
@@ -164,7 +97,7 @@ def test_export_loads_in_transformers_and_import_export_is_the_identity(hf_model
 @pytest.mark.parametrize("problem", ["no_config", "model_type", "shape", "extra", "workdir"])
 def test_bad_checkpoint_folders_are_one_clear_error(tmp_path, problem):
   folder = tmp_path / "hf"
-  model = transformers.AutoModelForCausalLM.from_config(CASES["llama_kv2"]())
+  model = transformers.AutoModelForCausalLM.from_config(CASES["llama_kv2"])
   model.save_pretrained(folder)
   save_hf_tokenizer(folder)
   config = json.loads((folder / "config.json").read_text())
@@ -229,7 +162,7 @@ def test_a_tokenizer_that_prepends_bos_is_recognised(tmp_path):
 
 def _trained_sentencepiece():
   from gptjax.data.tokenizers import train_sentencepiece
-  return train_sentencepiece(_text_lines(), vocab_size=600, model_type="bpe",
+  return train_sentencepiece(hf_parity.text_lines(), vocab_size=600, model_type="bpe",
                              byte_fallback=True, max_sentences=100_000)
 
 
@@ -241,7 +174,7 @@ def test_exported_tokenizers_encode_and_render_chats_as_gptjax(kind, tmp_path):
   from gptjax.data.tokenizers import CharTokenizer
   from gptjax.interop.tokenizer_files import export_tokenizer
   base = {"sentencepiece": _trained_sentencepiece, "char": lambda: CharTokenizer(
-      "".join(SAMPLES) + "".join(_text_lines())),
+      "".join(SAMPLES) + "".join(hf_parity.text_lines())),
           "hf": lambda: (save_hf_tokenizer(tmp_path / "src"),
                          load_hf_folder(str(tmp_path / "src")))[1]}[kind.split("+")[0]]()
   tokenizer = chat_template.with_chat_tokens(base) if kind.endswith("+chat") else base
@@ -261,21 +194,6 @@ def test_exported_tokenizers_encode_and_render_chats_as_gptjax(kind, tmp_path):
 
 
 # ---- a gptjax-trained chat model, exported
-
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory):
-  """configs/sft.py:smoke: sentencepiece with the chat tokens, trained briefly."""
-  from test_train import load_config
-  from gptjax import train as train_lib
-  from conftest import SHARED_DATA
-  tmp = tmp_path_factory.mktemp("sft")
-  config = load_config("sft", "smoke")
-  config.data.path = str(SHARED_DATA / "alpaca" / "alpaca_5000.json")
-  config.data.data_dir = str(tmp / "data")
-  config.train.steps = config.checkpoint.every = config.eval.every = 20
-  train_lib.train(config, str(tmp / "w"))
-  return str(tmp / "w")
-
 
 def test_a_gptjax_trained_chat_model_generates_the_same_greedy_text_in_transformers(
     sft_run, tmp_path):
@@ -319,7 +237,7 @@ def test_lora_fine_tuning_of_an_imported_model_exports_what_gptjax_computes(tmp_
   fine-tuned model's logits in transformers."""
   from test_train import load_config
   from gptjax import train as train_lib
-  model = transformers.AutoModelForCausalLM.from_config(CASES["llama_kv2"]()).eval()
+  model = transformers.AutoModelForCausalLM.from_config(CASES["llama_kv2"]).eval()
   randomize(model, seed=3)
   model.save_pretrained(tmp_path / "hf")
   save_hf_tokenizer(tmp_path / "hf")

@@ -1,0 +1,263 @@
+"""Continuous batching: a fixed set of decode slots that requests join and leave one by one.
+
+As JetStream's prefill / insert / generate: a request is prefilled alone (its prompt padded
+to a bucket length, so prefill compiles once per bucket, never per request), its KV cache
+rows and first token are inserted into a free slot, and one jitted decode step advances every
+slot by a token, each at its own position (gptjax.model's per-row `start`) with its own
+temperature, top-k, top-p and seed (gptjax.rollout.pick_rows). A request leaves its slot at
+a stop token, at max_tokens or at the end of the context, or when cancelled; the others keep
+decoding. Shapes never depend on a request, so after `warmup()` serving compiles nothing
+(`compilations` counts every XLA compilation in the process, for /metrics and the tests).
+
+Keys beyond a slot's real tokens hold stale values from earlier occupants or prompt padding;
+no query ever attends to them (the mask admits positions up to the row's own), and decoding
+overwrites each before it is read.
+
+Log-probs are OpenAI's: of the model's own distribution (log-softmax of the logits over the
+real vocabulary, temperature 1), for the drawn token and the `TOP_LOGPROBS` most likely.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gptjax import rollout
+from gptjax.errors import UserError
+from gptjax.model import GPT, init_cache
+
+TOP_LOGPROBS = 20
+MAX_STOP_IDS = 8
+
+_compilations = [0]
+_listening = []
+
+
+def _count_compilations() -> None:
+  """Counts every XLA backend compilation of this process from the first engine on."""
+  if _listening:
+    return
+
+  def listener(event: str, duration: float, **_) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+      _compilations[0] += 1
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  _listening.append(listener)
+
+
+class QueueFull(Exception):
+  """Every slot is busy and the waiting queue is full (HTTP 429)."""
+
+
+class PromptTooLong(UserError):
+  """A prompt that leaves no room in the context for a generated token (HTTP 400)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  max_tokens: int
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  seed: int = 0
+  stop_token_ids: tuple[int, ...] = ()
+  logprobs: int = 0  # how many alternatives to return per token (0 = only the drawn one's)
+
+
+@dataclasses.dataclass
+class TokenEvent:
+  request_id: int
+  token_id: int
+  logprob: float
+  top_logprobs: list[tuple[int, float]]  # (token id, log-prob), most likely first
+  finished: str | None  # None, "stop" (a stop token) or "length" (max_tokens, context)
+
+
+def prefill_buckets(max_len: int, smallest: int = 16) -> tuple[int, ...]:
+  """Powers of two from `smallest` up to the context, and the context itself."""
+  sizes = []
+  size = smallest
+  while size < max_len:
+    sizes.append(size)
+    size *= 2
+  return (*sizes, max_len)
+
+
+@dataclasses.dataclass
+class _Slot:
+  request_id: int
+  params: SamplingParams
+  generated: int  # tokens produced so far (the first comes from prefill)
+
+
+class Engine:
+  """Not thread-safe by itself: one thread calls step(); `runner.Runner` serialises the rest."""
+
+  def __init__(self, model: GPT, params, *, num_slots: int = 8, max_queue: int = 64,
+               valid_vocab: int | None = None, buckets: tuple[int, ...] | None = None):
+    _count_compilations()
+    cfg = model.cfg
+    self.model, self.params, self.num_slots, self.max_queue = model, params, num_slots, max_queue
+    self.max_len = cfg.max_len
+    self.valid_vocab = valid_vocab or cfg.vocab_size
+    self.buckets = tuple(sorted(buckets or prefill_buckets(cfg.max_len)))
+    self.cache = init_cache(cfg, num_slots, cfg.max_len)
+    self.slots: list[_Slot | None] = [None] * num_slots
+    # Per-slot decode inputs, kept on the host (a few numbers a step to send).
+    self.tokens = np.zeros(num_slots, np.int32)  # the last token, fed to the next step
+    self.positions = np.zeros(num_slots, np.int32)  # where that token goes in the cache
+    self.seeds = np.zeros(num_slots, np.uint32)
+    self.temperature = np.zeros(num_slots, np.float32)
+    self.top_k = np.zeros(num_slots, np.int32)
+    self.top_p = np.ones(num_slots, np.float32)
+    self.waiting: collections.deque = collections.deque()
+    self._ids = itertools.count()
+    self._prefill = jax.jit(functools.partial(_prefill, model, self.valid_vocab))
+    self._insert = jax.jit(_insert, donate_argnums=(0,))
+    self._decode = jax.jit(functools.partial(_decode, model, self.valid_vocab),
+                           donate_argnums=(1,))
+
+  # ---- what the server shows
+  @property
+  def compilations(self) -> int:
+    return _compilations[0]
+
+  @property
+  def queue_depth(self) -> int:
+    return len(self.waiting)
+
+  @property
+  def slots_in_use(self) -> int:
+    return sum(s is not None for s in self.slots)
+
+  def has_work(self) -> bool:
+    return bool(self.waiting) or self.slots_in_use > 0
+
+  # ---- requests
+  def submit(self, prompt_ids, params: SamplingParams) -> int:
+    prompt = np.asarray(prompt_ids, np.int32).reshape(-1)
+    if prompt.size == 0:
+      raise UserError("the prompt has no tokens")
+    if prompt.size >= self.max_len:
+      raise PromptTooLong(f"the prompt is {prompt.size} tokens but the model's context is "
+                          f"{self.max_len}: shorten it to at most {self.max_len - 1} tokens")
+    if len(params.stop_token_ids) > MAX_STOP_IDS:
+      raise UserError(f"at most {MAX_STOP_IDS} stop token ids")
+    free = self.slots.count(None)
+    if len(self.waiting) >= self.max_queue + free:  # those that fit a free slot never wait
+      raise QueueFull(f"{len(self.waiting)} requests are waiting for a slot")
+    request_id = next(self._ids)
+    self.waiting.append((request_id, prompt, params))
+    return request_id
+
+  def cancel(self, request_id: int) -> None:
+    """Frees the request's slot (or queue place) at once; its other tokens are never made."""
+    self.waiting = collections.deque(w for w in self.waiting if w[0] != request_id)
+    for i, slot in enumerate(self.slots):
+      if slot is not None and slot.request_id == request_id:
+        self.slots[i] = None
+
+  def step(self) -> list[TokenEvent]:
+    """Admit waiting requests into free slots (prefill: each yields its first token), then
+    one decode step for every occupied slot."""
+    events = []
+    while self.waiting and None in self.slots:
+      events.append(self._admit(self.slots.index(None), *self.waiting.popleft()))
+    active = [i for i, s in enumerate(self.slots) if s is not None and not _done(events, s)]
+    if not active:
+      return events
+    self.cache, token_S, logp_S, top_ids_SK, top_logp_SK = self._decode(
+        self.params, self.cache, self.tokens, self.positions, self.seeds,
+        np.asarray([s.generated if s else 0 for s in self.slots], np.int32),
+        self.temperature, self.top_k, self.top_p)
+    token_S, logp_S, top_ids_SK, top_logp_SK = jax.device_get(
+        (token_S, logp_S, top_ids_SK, top_logp_SK))
+    for i in active:
+      self.positions[i] += 1
+      events.append(self._emit(i, int(token_S[i]), float(logp_S[i]), top_ids_SK[i],
+                               top_logp_SK[i]))
+    return events
+
+  def _admit(self, i: int, request_id: int, prompt: np.ndarray, params: SamplingParams):
+    length = prompt.size
+    bucket = next(b for b in self.buckets if b >= length)
+    padded = np.zeros((1, bucket), np.int32)
+    padded[0, :length] = prompt
+    settings = (np.asarray([params.seed], np.uint32), np.asarray([params.temperature],
+                np.float32), np.asarray([params.top_k], np.int32),
+                np.asarray([params.top_p], np.float32))
+    cache_1, token, logp, top_ids, top_logp = self._prefill(self.params, padded,
+                                                            np.int32(length), *settings)
+    self.cache = self._insert(self.cache, cache_1, np.int32(i))
+    self.slots[i] = _Slot(request_id, params, generated=0)
+    self.seeds[i], self.temperature[i], self.top_k[i], self.top_p[i] = (
+        params.seed, params.temperature, params.top_k, params.top_p)
+    self.positions[i] = length
+    token, logp, top_ids, top_logp = jax.device_get((token, logp, top_ids, top_logp))
+    return self._emit(i, int(token[0]), float(logp[0]), top_ids[0], top_logp[0])
+
+  def _emit(self, i: int, token: int, logp: float, top_ids, top_logp) -> TokenEvent:
+    slot = self.slots[i]
+    slot.generated += 1
+    self.tokens[i] = token
+    finished = None
+    if token in slot.params.stop_token_ids:
+      finished = "stop"
+    elif slot.generated >= slot.params.max_tokens or self.positions[i] + 1 >= self.max_len:
+      finished = "length"
+    k = slot.params.logprobs
+    top = [(int(t), float(v)) for t, v in zip(top_ids[:k], top_logp[:k])]
+    if finished:
+      self.slots[i] = None
+    return TokenEvent(slot.request_id, token, logp, top, finished)
+
+  def warmup(self) -> int:
+    """Compiles every prefill bucket and the decode step; returns the compilations so far."""
+    params = SamplingParams(max_tokens=2, temperature=1.0, top_k=5, top_p=0.9)
+    for bucket in self.buckets:
+      rid = self.submit(np.zeros(min(bucket, self.max_len - 1), np.int32), params)
+      while any(s is not None and s.request_id == rid for s in self.slots) or any(
+          w[0] == rid for w in self.waiting):
+        self.step()
+    return self.compilations
+
+
+def _done(events: list[TokenEvent], slot: _Slot) -> bool:
+  return any(e.request_id == slot.request_id and e.finished for e in events)
+
+
+def _draw(valid_vocab, logits_BV, seed_B, draw_B, temperature_B, top_k_B, top_p_B):
+  logits_BV = jnp.where(jnp.arange(logits_BV.shape[-1]) < valid_vocab, logits_BV, -jnp.inf)
+  token_B = rollout.pick_rows(logits_BV, seed_B, draw_B, temperature_B, top_k_B, top_p_B)
+  logp_BV = jax.nn.log_softmax(logits_BV.astype(jnp.float32), axis=-1)
+  top_logp_BK, top_ids_BK = jax.lax.top_k(logp_BV, min(TOP_LOGPROBS, valid_vocab))
+  chosen_B = jnp.take_along_axis(logp_BV, token_B[:, None], axis=-1)[:, 0]
+  return token_B, chosen_B, top_ids_BK, top_logp_BK
+
+
+def _prefill(model, valid_vocab, params, prompt_1P, length, seed_1, temperature_1, top_k_1,
+             top_p_1):
+  cache = init_cache(model.cfg, 1, model.cfg.max_len)
+  logits_1PV, cache = model.apply({"params": params}, prompt_1P, cache=cache, start=0)
+  last_1V = jax.lax.dynamic_index_in_dim(logits_1PV[0], length - 1, keepdims=True)
+  return (cache, *_draw(valid_vocab, last_1V, seed_1, jnp.zeros((1,), jnp.int32),
+                        temperature_1, top_k_1, top_p_1))
+
+
+def _insert(cache, cache_1, slot):
+  return [{k: jax.lax.dynamic_update_slice_in_dim(layer[k], one[k], slot, axis=0)
+           for k in layer} for layer, one in zip(cache, cache_1)]
+
+
+def _decode(model, valid_vocab, params, cache, tokens_S, positions_S, seed_S, draw_S,
+            temperature_S, top_k_S, top_p_S):
+  logits_S1V, cache = model.apply({"params": params}, tokens_S[:, None], cache=cache,
+                                  start=positions_S)
+  return (cache, *_draw(valid_vocab, logits_S1V[:, 0], seed_S, draw_S, temperature_S, top_k_S,
+                        top_p_S))
