@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import re
 import subprocess
 import sys
 import tempfile
@@ -147,14 +147,11 @@ def _parity(name, hf_config, folder) -> dict:
 
 
 def _child_peak(args: list[str]) -> float:
-  """Peak resident GiB of a child process running `python -m gptjax.interop.convert args`."""
-  before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-  subprocess.run([sys.executable, "-m", "gptjax.interop.convert", *args], check=True,
-                 capture_output=True)
-  after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-  if after <= before:
-    raise RuntimeError("run the memory sizes in increasing order (peaks are per process tree)")
-  return after / 2**20
+  """Peak resident GiB of `python -m gptjax.interop.convert args`, as it reports its own
+  (getrusage in the child: the kernel's high-water mark of its resident memory)."""
+  out = subprocess.run([sys.executable, "-m", "gptjax.interop.convert", *args], check=True,
+                       capture_output=True, text=True).stdout
+  return float(re.search(r"host memory peak ([0-9.]+) GiB", out).group(1))
 
 
 def _memory(size: str, folder: str) -> dict:
@@ -178,7 +175,7 @@ def _memory(size: str, folder: str) -> dict:
 
 
 def main(argv=None) -> None:
-  from benchmarks.results_files import host_line, save
+  from benchmarks.results_files import host_info, host_line, save
   parser = argparse.ArgumentParser()
   parser.add_argument("--memory", default="", help="GPT-2 sizes to convert, e.g. 124m,774m")
   args = parser.parse_args(argv)
@@ -189,7 +186,7 @@ def main(argv=None) -> None:
   for size in filter(None, args.memory.split(",")):
     with tempfile.TemporaryDirectory() as folder:
       memory.append(_memory(size, folder))
-  lines = [f"Host: {host_line()}", "",
+  lines = [f"Host: {host_line(host_info())}", "",
            "| case | family | max abs logit diff, import | export | logit scale | "
            "32 greedy tokens equal | import -> export bit-exact |", "|---|---|---|---|---|---|---|"]
   lines += [f"| {r['case']} | {r['family']} | {r['import_max_abs_logit_diff']:.1e} | "

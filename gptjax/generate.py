@@ -73,6 +73,8 @@ def sample_text(loaded, prompt: str, max_new_tokens: int = 200, temperature: flo
                 num_samples: int = 1) -> list[str]:
   tok = loaded.tokenizer
   ids = list(tok.encode(prompt)) if prompt else []
+  if getattr(tok, "bos_id", None) is not None:  # Hugging Face models that expect one
+    ids = [tok.bos_id] + ids
   if not ids:  # an empty prompt starts a fresh document
     ids = [tok.eos_id] if tok.eos_id is not None else list(tok.encode("\n"))
   prompt_BP = np.tile(np.asarray(ids, np.int32)[None], (num_samples, 1))
