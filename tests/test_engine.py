@@ -14,15 +14,26 @@ LLAMA = dict(positions="rope", norm="rmsnorm", mlp="swiglu", use_bias=False, num
 VOCAB, VALID = 67, 61  # six padding rows that nothing may ever produce
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
-def model_and_params(request):
+def _build(kind):
   cfg = GPTConfig(vocab_size=VOCAB, num_layers=2, num_heads=4, embed_dim=32, max_len=64,
-                  **(LLAMA if request.param == "llama" else {}))
+                  **(LLAMA if kind == "llama" else {}))
   model = GPT(cfg)
   params = nn.unbox(model.init(jax.random.key(1), jnp.zeros((1, 8), jnp.int32)))["params"]
   # Larger weights than the init's, so greedy paths differ visibly between prompts.
   params = jax.tree_util.tree_map(lambda x: x * 4.0 if x.ndim > 1 else x, params)
   return model, params
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def model_and_params(request):
+  """Both layouts: for what depends on the model (positions, cache writes)."""
+  return _build(request.param)
+
+
+@pytest.fixture(scope="module")
+def llama():
+  """One layout: for what the engine does around the model."""
+  return _build("llama")
 
 
 def greedy(model, params, prompt, n):
@@ -94,8 +105,8 @@ def test_greedy_continuous_batching_equals_generate_with_joins_and_queueing(mode
   assert engine.slots_in_use == 0 and engine.queue_depth == 0
 
 
-def test_a_seeded_request_draws_the_same_tokens_alone_and_batched(model_and_params):
-  model, params = model_and_params
+def test_a_seeded_request_draws_the_same_tokens_alone_and_batched(llama):
+  model, params = llama
   p = prompts([11])[0]
   mine = SamplingParams(max_tokens=24, temperature=0.9, top_k=20, top_p=0.9, seed=1234)
   alone = run_all(Engine(model, params, num_slots=4, valid_vocab=VALID), {0: [(p, mine)]})[0]
@@ -112,8 +123,8 @@ def test_a_seeded_request_draws_the_same_tokens_alone_and_batched(model_and_para
   assert len({e.token_id for e in batched[3]}) > 1
 
 
-def test_logprobs_are_the_full_forwards_log_softmax(model_and_params):
-  model, params = model_and_params
+def test_logprobs_are_the_full_forwards_log_softmax(llama):
+  model, params = llama
   p = prompts([7], seed=5)[0]
   sampling = SamplingParams(max_tokens=12, temperature=1.0, seed=3, logprobs=5)
   events = run_all(Engine(model, params, num_slots=2, valid_vocab=VALID), {0: [(p, sampling)]})[0]
@@ -130,8 +141,8 @@ def test_logprobs_are_the_full_forwards_log_softmax(model_and_params):
 
 
 def test_stop_tokens_length_and_cancel_free_the_slot_without_touching_others(
-    model_and_params):
-  model, params = model_and_params
+    llama):
+  model, params = llama
   engine = Engine(model, params, num_slots=2, valid_vocab=VALID)
   p0, p1 = prompts([6, 9], seed=8)
   alone = greedy(model, params, p0, 16)
@@ -154,8 +165,8 @@ def test_stop_tokens_length_and_cancel_free_the_slot_without_touching_others(
   assert len(got[second]) == 4 and engine.slots_in_use == 0  # prefill + 3 decode steps
 
 
-def test_a_request_that_fills_the_context_ends_with_length(model_and_params):
-  model, params = model_and_params
+def test_a_request_that_fills_the_context_ends_with_length(llama):
+  model, params = llama
   engine = Engine(model, params, num_slots=1, valid_vocab=VALID)
   p = prompts([60])[0]
   events = run_all(engine, {0: [(p, SamplingParams(max_tokens=100, temperature=0.0))]})[0]
@@ -179,12 +190,12 @@ def test_no_compilation_after_warmup(model_and_params):
   assert engine.compilations == before
 
 
-def test_too_long_prompts_and_a_full_queue_are_refused(model_and_params):
-  model, params = model_and_params
+def test_too_long_prompts_and_a_full_queue_are_refused(llama):
+  model, params = llama
   engine = Engine(model, params, num_slots=1, max_queue=2, valid_vocab=VALID)
   with pytest.raises(PromptTooLong, match="context is 64"):
     engine.submit(np.zeros(64, np.int32), SamplingParams(max_tokens=1))
-  for _ in range(2):
+  for _ in range(3):  # one for the free slot, two for the queue
     engine.submit(np.zeros(3, np.int32), SamplingParams(max_tokens=1))
   with pytest.raises(QueueFull):
     engine.submit(np.zeros(3, np.int32), SamplingParams(max_tokens=1))
