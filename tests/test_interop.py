@@ -231,6 +231,7 @@ def _chats(path, n=48):
   return str(path)
 
 
+@pytest.mark.slow
 def test_lora_fine_tuning_of_an_imported_model_exports_what_gptjax_computes(tmp_path):
   """configs/sft.py:hf_lora on an imported Llama-layout model: the architecture comes from
   the import, its tokenizer gains the chat tokens, and the merged export computes the
