@@ -102,9 +102,14 @@ def randomize(model, seed):
 
 
 def hf_logits(model, ids):
+  """transformers' logits computed in float64: the reference, whatever float32 matmul mode
+  PyTorch was left in (oneDNN may run float32 matmuls in reduced precision)."""
+  import copy
+
   import torch
   with torch.no_grad():
-    return model(torch.tensor(ids, dtype=torch.long)).logits.float().numpy()
+    exact = copy.deepcopy(model).double()
+    return exact(torch.tensor(ids, dtype=torch.long)).logits.numpy()
 
 
 def _parity(name, hf_config, folder) -> dict:

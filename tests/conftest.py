@@ -38,6 +38,7 @@ def sft_run(tmp_path_factory):
   config.data.path = str(alpaca)
   config.data.data_dir = str(tmp / "data")
   config.model.max_len = 512
-  config.train.steps = config.checkpoint.every = config.eval.every = 20
+  config.train.steps = config.checkpoint.every = config.eval.every = 12
+  config.eval.max_batches = 1
   train_lib.train(config, str(tmp / "w"))
   return str(tmp / "w")

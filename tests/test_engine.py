@@ -174,8 +174,8 @@ def test_a_request_that_fills_the_context_ends_with_length(llama):
   assert [e.token_id for e in events] == greedy(model, params, p, 4)
 
 
-def test_no_compilation_after_warmup(model_and_params):
-  model, params = model_and_params
+def test_no_compilation_after_warmup(llama):
+  model, params = llama
   engine = Engine(model, params, num_slots=3, valid_vocab=VALID)
   before = engine.warmup()
   settings = [SamplingParams(max_tokens=n, temperature=t, top_k=k, top_p=q, seed=s,

@@ -1,6 +1,7 @@
 """gptjax-convert against transformers: random tiny Hugging Face models built here (nothing
 downloaded), imported, compared logit by logit and token by token, exported back."""
 
+import copy
 import json
 import os
 
@@ -20,7 +21,8 @@ from gptjax.generate import generate
 from gptjax.interop import convert
 from gptjax.load import load_workdir
 
-CASES = hf_parity.cases()
+CASES = {k: v for k, v in hf_parity.cases().items() if k != "mistral"}  # Mistral: the
+# Llama layout (benchmarks/hf_parity.py still measures it)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -51,6 +53,8 @@ def test_import_gives_the_logits_of_transformers_on_any_mesh(hf_model):
   ours = np.asarray(loaded.model.apply({"params": loaded.params}, ids))
   np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
   assert ours.shape[-1] == model.config.vocab_size  # no padding rows were added
+  if name not in ("gpt2", "llama_kv2"):  # the mesh does not depend on the family
+    return
   mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 2, "fsdp": 2, "tensor": 2}))
   loaded = load_workdir(str(folder / "w"), mesh=mesh)
   with sharding.rules_context(mesh):
@@ -65,9 +69,10 @@ def test_imported_greedy_generation_equals_transformers(hf_model):
   prompt = _tokens(loaded.tokenizer.vocab_size, batch=1, length=9, seed=1)
   ours = generate(loaded.model, loaded.params, prompt, 24, jax.random.key(0), temperature=0.0,
                   valid_vocab=model.config.vocab_size)
-  with torch.no_grad():
-    theirs = model.generate(torch.tensor(prompt, dtype=torch.long), max_new_tokens=24,
-                            do_sample=False, min_new_tokens=24, pad_token_id=0)
+  with torch.no_grad():  # in float64, as the logits: argmax near-ties decide the same
+    theirs = copy.deepcopy(model).double().generate(
+        torch.tensor(prompt, dtype=torch.long), max_new_tokens=24, do_sample=False,
+        min_new_tokens=24, pad_token_id=0)
   np.testing.assert_array_equal(ours[0], theirs[0, 9:].numpy())
 
 

@@ -118,10 +118,7 @@ class Engine:
     self.top_p = np.ones(num_slots, np.float32)
     self.waiting: collections.deque = collections.deque()
     self._ids = itertools.count()
-    self._prefill = jax.jit(functools.partial(_prefill, model, self.valid_vocab))
-    self._insert = jax.jit(_insert, donate_argnums=(0,))
-    self._decode = jax.jit(functools.partial(_decode, model, self.valid_vocab),
-                           donate_argnums=(1,))
+    self._prefill, self._insert, self._decode = _compiled(model, self.valid_vocab)
 
   # ---- what the server shows
   @property
@@ -226,6 +223,15 @@ class Engine:
           w[0] == rid for w in self.waiting):
         self.step()
     return self.compilations
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(model: GPT, valid_vocab: int):
+  """The engine's jitted functions, shared by every engine of one model (a chat session, a
+  server, tests): a second engine compiles nothing the first one did."""
+  return (jax.jit(functools.partial(_prefill, model, valid_vocab)),
+          jax.jit(_insert, donate_argnums=(0,)),
+          jax.jit(functools.partial(_decode, model, valid_vocab), donate_argnums=(1,)))
 
 
 def _done(events: list[TokenEvent], slot: _Slot) -> bool:
