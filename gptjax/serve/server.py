@@ -217,7 +217,8 @@ class App:
     seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
     stops = (self.end_of_turn if req.chat else []) + self.eos
     return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                          top_k=max(req.top_k, 0), seed=seed + index,
+                          top_k=max(req.top_k, 0),
+                          seed=(seed + index) % 2**32,  # any client integer: a uint32 key
                           stop_token_ids=tuple(stops),
                           logprobs=req.top_logprobs if req.logprobs else 0)
 
