@@ -62,7 +62,7 @@ class Chat:
       self.turns.pop()
       write("(that message alone fills the context: say something shorter)\n")
       return ""
-    settings = dict(self.settings, seed=self.settings["seed"] + self.turn)
+    settings = dict(self.settings, seed=(self.settings["seed"] + self.turn) % 2**32)
     params = SamplingParams(max_tokens=min(self.max_new_tokens, room),
                             stop_token_ids=(self.end,), **settings)
     self.turn += 1
