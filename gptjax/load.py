@@ -31,6 +31,13 @@ def inference_mesh(config):
     return sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
 
 
+def one_device_mesh():
+  """A mesh of the first device alone: serving, where decode slots batch the requests."""
+  import jax
+  return sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
+                            devices=jax.devices()[:1])
+
+
 def load_workdir(workdir: str, step: int | None = None, mesh=None) -> Loaded:
   """The newest intact checkpoint (a damaged newer one is named and skipped), or `step`;
   params restored onto `mesh` (default: the run's own mesh where it fits)."""

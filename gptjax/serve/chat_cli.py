@@ -126,17 +126,12 @@ def main(argv=None) -> None:
 
   def _main(_):
     def body():
-      import jax
-      import ml_collections
-
-      from gptjax import sharding
       from gptjax.errors import UserError
-      from gptjax.load import load_workdir
+      from gptjax.load import load_workdir, one_device_mesh
       if FLAGS.temperature < 0 or not 0 < FLAGS.top_p <= 1 or FLAGS.top_k < 0:
         raise UserError("need --temperature >= 0, 0 < --top_p <= 1 and --top_k >= 0")
-      mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
-                                devices=jax.devices()[:1])
-      chat = Chat(load_workdir(FLAGS.workdir, FLAGS.step, mesh=mesh), system=FLAGS.system,
+      chat = Chat(load_workdir(FLAGS.workdir, FLAGS.step, mesh=one_device_mesh()),
+                  system=FLAGS.system,
                   temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
                   max_new_tokens=FLAGS.max_new_tokens, seed=FLAGS.seed)
       run(chat)

@@ -166,7 +166,7 @@ class Engine:
     events = []
     while self.waiting and None in self.slots:
       events.append(self._admit(self.slots.index(None), *self.waiting.popleft()))
-    active = [i for i, s in enumerate(self.slots) if s is not None and not _done(events, s)]
+    active = [i for i, s in enumerate(self.slots) if s is not None]  # finished ones left
     if not active:
       return events
     self.cache, token_S, logp_S, top_ids_SK, top_logp_SK = self._decode(
@@ -232,10 +232,6 @@ def _compiled(model: GPT, valid_vocab: int):
   return (jax.jit(functools.partial(_prefill, model, valid_vocab)),
           jax.jit(_insert, donate_argnums=(0,)),
           jax.jit(functools.partial(_decode, model, valid_vocab), donate_argnums=(1,)))
-
-
-def _done(events: list[TokenEvent], slot: _Slot) -> bool:
-  return any(e.request_id == slot.request_id and e.finished for e in events)
 
 
 def _draw(valid_vocab, logits_BV, seed_B, draw_B, temperature_B, top_k_B, top_p_B):

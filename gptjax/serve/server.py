@@ -370,19 +370,13 @@ def _event(obj) -> str:
 def serve(workdir: str, *, step: int | None = None, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, slots: int = 8, max_queue: int = 64,
           max_body_bytes: int = 1 << 20, log_dir: str = "", model_name: str = "") -> None:
-  import jax
-  import ml_collections
   import uvicorn
 
-  from gptjax import sharding
-  from gptjax.load import load_workdir
+  from gptjax.load import load_workdir, one_device_mesh
   from gptjax.serve.engine import Engine
   from gptjax.serve.feedback import FeedbackLog
   from gptjax.serve.runner import Runner
-  # One device holds the model: the slots batch the requests instead.
-  mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
-                            devices=jax.devices()[:1])
-  loaded = load_workdir(workdir, step, mesh=mesh)
+  loaded = load_workdir(workdir, step, mesh=one_device_mesh())
   engine = Engine(loaded.model, loaded.params, num_slots=slots, max_queue=max_queue,
                   valid_vocab=loaded.tokenizer.vocab_size)
   compiled = engine.warmup()
