@@ -20,6 +20,7 @@ setup(
         "sacrebleu>=2.4,<3",
         "safetensors>=0.4,<1",
         "tokenizers>=0.19,<1",  # Hugging Face tokenizer.json: imported models keep theirs
+        "jinja2>=3.1.6,<4",  # their chat templates, sandboxed (3.1.6 closes known escapes)
         "starlette>=0.37,<2",  # gptjax-serve: the ASGI app
         "uvicorn>=0.30,<1",  # gptjax-serve: the ASGI server
         "prometheus_client>=0.20,<1",  # gptjax-serve: /metrics

@@ -86,13 +86,15 @@ def sample_text(loaded, prompt: str, max_new_tokens: int = 200, temperature: flo
 def chat_replies(loaded, conversation: list[dict], max_new_tokens: int = 200,
                  temperature: float = 0.8, top_k: int = 200, top_p: float = 1.0, seed: int = 0,
                  num_samples: int = 1) -> list[str]:
-  """The model's next assistant turn(s) after `conversation`, rendered with the one chat
-  template and cut at the first end-of-turn token (the reply without control tokens)."""
+  """The model's next assistant turn(s) after `conversation`, rendered in the tokenizer's
+  chat format and cut at the first end-of-turn token (the reply without control tokens)."""
   from gptjax.data import chat_template
   tok = loaded.tokenizer
   try:
     end = chat_template.end_of_turn_id(tok)
   except UserError:
+    if chat_template.own_template(tok):  # an imported chat model: its template's problem
+      raise
     raise UserError("this checkpoint's tokenizer has no chat tokens: chat with a model "
                     "fine-tuned with task.name=sft, or use --prompt") from None
   ids = chat_template.render_prompt(conversation, tok)

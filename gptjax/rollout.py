@@ -24,44 +24,58 @@ from gptjax.model import init_cache
 DONE_PAD = 0  # what a row holds after its stop token
 
 
+def filter_logits(logits_BV, temperature, top_k=0, top_p=1.0):
+  """float32 logits / temperature with every token outside the top-k, then outside the
+  nucleus (the smallest set of most likely tokens whose mass reaches top_p), at -inf.
+
+  Each setting is a Python number for the whole batch (top_k 0 and top_p 1 skip their
+  stage at trace time) or an array [B], one per row (top_k 0 and top_p 1 leave that row
+  unfiltered). The one copy of the filtering: `pick` and `pick_rows` both draw from it."""
+  V = logits_BV.shape[-1]
+  rows = lambda x: x[:, None] if jnp.ndim(x) else x
+  use_k = jnp.ndim(top_k) > 0 or 0 < top_k < V
+  use_p = jnp.ndim(top_p) > 0 or top_p < 1.0
+  scaled_BV = logits_BV.astype(jnp.float32) / rows(temperature)
+  sorted_BV = jnp.sort(scaled_BV, axis=-1)[:, ::-1] if use_p or jnp.ndim(top_k) else None
+  if use_k:
+    if sorted_BV is None:  # one k for all rows and no nucleus: no full sort needed
+      kth_B1 = jax.lax.top_k(scaled_BV, top_k)[0][:, -1:]
+    else:
+      k_B1 = jnp.broadcast_to(rows(jnp.asarray(top_k, jnp.int32)), (scaled_BV.shape[0], 1))
+      kth_B1 = jnp.take_along_axis(sorted_BV, jnp.clip(k_B1 - 1, 0, V - 1), axis=-1)
+      kth_B1 = jnp.where((k_B1 > 0) & (k_B1 < V), kth_B1, -jnp.inf)  # k off: nothing cut
+      sorted_BV = jnp.where(sorted_BV < kth_B1, -jnp.inf, sorted_BV)
+    scaled_BV = jnp.where(scaled_BV < kth_B1, -jnp.inf, scaled_BV)
+  if use_p:
+    probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+    keep_BV = (jnp.cumsum(probs_BV, axis=-1) - probs_BV) < rows(top_p)  # the first is kept
+    threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+    # top_p 1 cuts nothing, also where the running sum rounds to 1 before the tail.
+    threshold_B1 = jnp.where(rows(top_p) < 1.0, threshold_B1, -jnp.inf)
+    scaled_BV = jnp.where(scaled_BV < threshold_B1, -jnp.inf, scaled_BV)
+  return scaled_BV
+
+
 def pick(logits_BV, rng, temperature: float, top_k: int = 0, top_p: float = 1.0):
-  """Greedy at temperature 0; else temperature, then top-k, then nucleus (top-p) filtering."""
+  """Greedy at temperature 0; else one draw per row with one key for the batch from
+  `filter_logits` (temperature, then top-k, then nucleus)."""
   if temperature == 0.0:
     return jnp.argmax(logits_BV, axis=-1)
-  logits_BV = logits_BV.astype(jnp.float32) / temperature
-  if top_k and top_k < logits_BV.shape[-1]:
-    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
-    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
-  if top_p < 1.0:
-    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
-    probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
-    keep_BV = (jnp.cumsum(probs_BV, axis=-1) - probs_BV) < top_p  # the first is always kept
-    threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
-    logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
-  return jax.random.categorical(rng, logits_BV, axis=-1)
+  return jax.random.categorical(rng, filter_logits(logits_BV, temperature, top_k, top_p),
+                                axis=-1)
 
 
 def pick_rows(logits_BV, seed_B, draw_B, temperature_B, top_k_B, top_p_B):
   """`pick` with settings of its own for every row (the server's decode slots share one
-  step): temperature 0 = greedy, top_k 0 = off, top_p 1 = off, filtered in `pick`'s order.
+  step): temperature 0 = greedy, top_k 0 = off, top_p 1 = off.
   Row b draws with key fold_in(key(seed_B[b]), draw_B[b]), so a request's tokens depend on
   its own seed and position only, never on which rows it shares a step with."""
-  V = logits_BV.shape[-1]
-  scaled_BV = logits_BV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B,
-                                                        1.0)[:, None]
-  sorted_BV = jnp.sort(scaled_BV, axis=-1)[:, ::-1]
-  kth_B1 = jnp.take_along_axis(sorted_BV, jnp.clip(top_k_B - 1, 0, V - 1)[:, None], axis=-1)
-  use_k_B1 = ((top_k_B > 0) & (top_k_B < V))[:, None]
-  scaled_BV = jnp.where(use_k_B1 & (scaled_BV < kth_B1), -jnp.inf, scaled_BV)
-  sorted_BV = jnp.where(use_k_B1 & (sorted_BV < kth_B1), -jnp.inf, sorted_BV)
-  probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
-  keep_BV = (jnp.cumsum(probs_BV, axis=-1) - probs_BV) < top_p_B[:, None]
-  threshold_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
-  scaled_BV = jnp.where((top_p_B < 1.0)[:, None] & (scaled_BV < threshold_B1), -jnp.inf,
-                        scaled_BV)
+  greedy_B = temperature_B <= 0
+  scaled_BV = filter_logits(logits_BV, jnp.where(greedy_B, 1.0, temperature_B), top_k_B,
+                            top_p_B)
   keys_B = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seed_B, draw_B)
   drawn_B = jax.vmap(jax.random.categorical)(keys_B, scaled_BV)
-  return jnp.where(temperature_B > 0, drawn_B, jnp.argmax(logits_BV, axis=-1)).astype(jnp.int32)
+  return jnp.where(greedy_B, jnp.argmax(logits_BV, axis=-1), drawn_B).astype(jnp.int32)
 
 
 def sample(model, params, prompt_BP, rng, *, max_new_tokens: int, left_pad_B=None,

@@ -177,7 +177,7 @@ def test_exported_tokenizers_encode_and_render_chats_as_gptjax(kind, tmp_path):
   from gptjax.data import chat_template
   from gptjax.data.hf_tokenizer import load_hf_folder
   from gptjax.data.tokenizers import CharTokenizer
-  from gptjax.interop.tokenizer_files import export_tokenizer
+  from gptjax.interop.tokenizer_io import export_tokenizer
   base = {"sentencepiece": _trained_sentencepiece, "char": lambda: CharTokenizer(
       "".join(SAMPLES) + "".join(hf_parity.text_lines())),
           "hf": lambda: (save_hf_tokenizer(tmp_path / "src"),

@@ -1,7 +1,7 @@
 """Conversations -> rendered, packed, batched windows for chat fine-tuning (task.name=sft).
 
 Conversations are read (gptjax.data.conversations), split into train and held-out by
-conversation (seeded by data.split_seed), rendered with the one chat template, and cut to
+conversation (seeded by data.split_seed), rendered in the tokenizer's chat format, and cut to
 seq_len + 1 tokens. With data.packing several conversations share a window (first-fit
 decreasing) and carry segment ids, so attention stays inside each conversation and
 positions restart; without it each window holds one conversation and padding.

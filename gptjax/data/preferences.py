@@ -21,11 +21,12 @@ turns itself. That text is what the labeller compared, so the reply keeps it, as
 (TRL's HH script keeps it too); dropping the pair would lose a real preference. Message
 lists have no such text: the rest must be one assistant message on each side.
 
-Each side renders with the one chat template as `render_prompt(prompt)` (ending with the
-assistant role token) + the reply's tokens + the end-of-turn token: exactly the tokens of
-`render(prompt + [assistant reply])`. A pair is kept only if both sides fit in seq_len
-tokens, so the inputs hold every token and a reward head can read the hidden state of the
-final end-of-turn token; longer pairs are dropped and counted.
+Each side renders with the tokenizer's chat format as `render_prompt(prompt)` (ending with
+the generation prompt) + the reply's tokens + its end-of-turn token(s) (`reply_ids`):
+exactly the trained tokens of `render(prompt + [assistant reply])` and all before them. A
+pair is kept only if both sides fit in seq_len tokens, so the inputs hold every token and a
+reward head can read the hidden state of the final end-of-turn token; longer pairs are
+dropped and counted.
 
 A batch of B pairs (T = data.seq_len):
   "chosen", "rejected":           int32[B, T+1]  a side's tokens, zero padded after its end
@@ -182,12 +183,10 @@ def conversations_of(pairs: list[Pair]) -> list[list[dict]]:
 def encode_pairs(pairs: list[Pair], tokenizer, seq_len: int) -> tuple[dict[str, np.ndarray], int]:
   """(rows, dropped): rows hold the pairs whose both sides fit in `seq_len` tokens, keyed as
   a batch (module docstring) with "index" = 0..N-1; dropped counts the others."""
-  end = chat_template.end_of_turn_id(tokenizer)
   kept = []  # per kept pair: (prompt ids, chosen reply ids, rejected reply ids)
   for pair in pairs:
     prompt_ids = chat_template.render_prompt(pair.prompt, tokenizer)
-    replies = [np.append(ids, end).astype(np.int32)
-               for ids in tokenizer.encode_batch([pair.chosen, pair.rejected])]
+    replies = chat_template.reply_ids(tokenizer, [pair.chosen, pair.rejected])
     if len(prompt_ids) + max(map(len, replies)) <= seq_len:
       kept.append((prompt_ids, *replies))
   n = len(kept)

@@ -5,7 +5,7 @@ A record (JSON list or JSON lines, `.gz` too) is one of
   {"messages": [...], ...}                the conversation so far, ending with a user turn
   {"chosen": ..., "rejected": ...}        a preference pair: its shared prompt (HH and the
                                           formats of gptjax.data.preferences)
-Prompts are rendered with the one chat template (ending with the assistant role token) and
+Prompts are rendered with the tokenizer's chat format (ending with its generation prompt) and
 left-padded to P = data.seq_len - grpo.max_new_tokens tokens, so prompt and completion fit
 in the model's context (as a preference pair does: a reward model reads the last token of
 a full-length completion); longer prompts are dropped and counted.

@@ -1,6 +1,7 @@
-"""Tokenizers: character-level (nanoGPT) and sentencepiece (BPE / unigram), JSON-serialisable.
+"""Tokenizers: character-level (nanoGPT), sentencepiece (BPE / unigram) and Hugging Face
+tokenizer.json ("hf", gptjax.data.hf_tokenizer), JSON-serialisable.
 
-Special tokens (the chat template's) are appended after a tokenizer's own vocabulary
+Special tokens (gptjax's chat tokens) are appended after a tokenizer's own vocabulary
 (`with_added_tokens`): one id each, never produced by `encode`, so no text can forge them.
 
 Both keep `decode(encode(text)) == text` (sentencepiece: with byte_fallback), including code

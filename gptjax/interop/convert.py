@@ -28,7 +28,8 @@ import numpy as np
 from gptjax import checkpoint, lora, sharding, state as state_lib
 from gptjax.config import base_config
 from gptjax.errors import UserError
-from gptjax.interop import families, hf_config
+from gptjax.data.hf_tokenizer import KEEP_TEMPLATE
+from gptjax.interop import families, hf_config, tokenizer_io
 from gptjax.interop.safetensors_dir import Reader, ShardedWriter
 from gptjax.model import GPT, GPTConfig
 from gptjax.trainable import path_of
@@ -67,8 +68,11 @@ def _hf_names(reader: Reader, family: str) -> dict[str, str]:
   return names
 
 
-def import_hf(hf_dir: str, workdir: str, tokenizer=None) -> dict:
-  """Writes `hf_dir`'s model as checkpoint step 0 of `workdir`; returns a summary."""
+def import_hf(hf_dir: str, workdir: str, tokenizer=None,
+              chat_template: str | None = KEEP_TEMPLATE) -> dict:
+  """Writes `hf_dir`'s model as checkpoint step 0 of `workdir`; returns a summary.
+  `chat_template`: the folder's own (default), a Jinja file's, or "gptjax" (none: a chat
+  fine-tune then adds gptjax's chat tokens)."""
   config_path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(config_path):
     raise UserError(f"--from_hf={hf_dir} has no config.json: point it at a Hugging Face "
@@ -81,8 +85,7 @@ def import_hf(hf_dir: str, workdir: str, tokenizer=None) -> dict:
   family = hf_config.family_of(hf)
   settings = hf_config.model_settings(hf)
   if tokenizer is None:
-    from gptjax.interop import tokenizer_files
-    tokenizer = tokenizer_files.import_tokenizer(hf_dir)
+    tokenizer = tokenizer_io.import_tokenizer(hf_dir, chat_template)
   config = run_config(settings)
   cfg = GPTConfig.from_config(config, tokenizer.vocab_size)
   if tokenizer.vocab_size > cfg.vocab_size:
@@ -155,7 +158,6 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None, dtype: str = 
   """Writes `workdir`'s checkpoint as a Hugging Face folder `out_dir`; returns a summary."""
   import ml_dtypes
 
-  from gptjax.interop import tokenizer_files
   from gptjax.load import load_workdir
   if dtype not in DTYPES:
     raise UserError(f"--dtype={dtype}: use one of {DTYPES}")
@@ -191,7 +193,7 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None, dtype: str = 
     writer.add(rule.hf, array.astype(np_dtype))
     wrote[rule.hf] = array.shape
   files = writer.close()
-  ids = tokenizer_files.export_tokenizer(loaded.tokenizer, out_dir)
+  ids = tokenizer_io.export_tokenizer(loaded.tokenizer, out_dir)
   config_json = hf_config.hf_config_for(cfg, family, vocab, ids, dtype)
   stops = [ids.get("eos_token_id"), *ids.get("end_of_turn_ids", [])]
   stops = list(dict.fromkeys(i for i in stops if i is not None))
@@ -219,18 +221,27 @@ def main(argv=None) -> None:
   flags.DEFINE_float("max_shard_gb", 5.0, "export: largest safetensors shard, GiB")
   flags.DEFINE_string("tokenizer", None, "import: a gptjax tokenizer (JSON or sentencepiece "
                       ".model) instead of the folder's own")
+  flags.DEFINE_string("chat_template", None, "import: a Jinja chat template file to use "
+                      "instead of the folder's, or 'gptjax' for none (chat fine-tuning then "
+                      "adds gptjax's chat tokens)")
   FLAGS = flags.FLAGS
 
   def _main(_):
     def body():
       if bool(FLAGS.from_hf) == bool(FLAGS.to_hf):
         raise UserError("give exactly one of --from_hf=DIR (import) or --to_hf=DIR (export)")
+      if FLAGS.to_hf and FLAGS.chat_template:
+        raise UserError("--chat_template is an import setting (with --from_hf)")
       if FLAGS.from_hf:
         tokenizer = None
         if FLAGS.tokenizer:
           from gptjax.data.tokenizers import load_tokenizer
           tokenizer = load_tokenizer(FLAGS.tokenizer)
-        summary = import_hf(FLAGS.from_hf, FLAGS.workdir, tokenizer)
+        if FLAGS.tokenizer and FLAGS.chat_template:
+          raise UserError("--chat_template applies to the folder's tokenizer, not to "
+                          "--tokenizer: give one of them")
+        summary = import_hf(FLAGS.from_hf, FLAGS.workdir, tokenizer,
+                            FLAGS.chat_template or KEEP_TEMPLATE)
         print(f"imported a {summary['family']} model of {summary['params']:,} parameters "
               f"into {FLAGS.workdir} (checkpoint step {IMPORTED_STEP}); host memory peak "
               f"{summary['host_peak_gib']:.2f} GiB")

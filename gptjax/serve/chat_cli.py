@@ -29,10 +29,9 @@ class Chat:
     self.max_new_tokens = max_new_tokens
     try:
       self.end = chat_template.end_of_turn_id(loaded.tokenizer)
-    except UserError:
-      raise UserError(f"{loaded.workdir} is not a chat model (its tokenizer has no chat "
-                      "template): fine-tune it with task.name=sft first, or use "
-                      "gptjax-sample --prompt") from None
+    except UserError as e:
+      raise UserError(f"{loaded.workdir} is not a chat model ({e}): fine-tune it with "
+                      "task.name=sft first, or use gptjax-sample --prompt") from None
     self.engine = Engine(loaded.model, loaded.params, num_slots=1, max_queue=0,
                          valid_vocab=loaded.tokenizer.vocab_size)
     self.turns: list[dict] = []

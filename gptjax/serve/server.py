@@ -87,10 +87,11 @@ class App:
     self.api_key, self.max_body_bytes, self.feedback_log = api_key, max_body_bytes, feedback_log
     self.metrics = ServerMetrics()
     self.metrics.slots_total.set(engine.num_slots)
+    self.no_chat = None  # why chat requests are refused (a pretrained model: completions only)
     try:
       self.end_of_turn = [chat_template.end_of_turn_id(self.tokenizer)]
-    except UserError:  # a pretrained model: completions only
-      self.end_of_turn = None
+    except UserError as e:
+      self.end_of_turn, self.no_chat = None, str(e)
     self.eos = [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
     routes = [Route("/v1/chat/completions", self.chat, methods=["POST"]),
               Route("/v1/completions", self.completions, methods=["POST"]),
@@ -190,7 +191,7 @@ class App:
     from gptjax.data import chat_template
     if req.chat:
       if self.end_of_turn is None:
-        raise ServerError(400, "this model has no chat template (a pretrained model): use "
+        raise ServerError(400, f"this model cannot chat ({self.no_chat}): use "
                           "/v1/completions", "invalid_request_error", "messages")
       return [int(i) for i in chat_template.render_prompt(req.messages, self.tokenizer)]
     ids = [int(i) for i in self.tokenizer.encode(req.prompt)]
