@@ -3,6 +3,7 @@ terminal chat through a pseudo-terminal; the feedback log turned into training d
 
 import concurrent.futures
 import json
+import math
 import os
 import pty
 import re
@@ -15,11 +16,15 @@ import time
 import urllib.error
 import urllib.request
 
+import jax
+import numpy as np
 import openai
 import pytest
 
+from gptjax import train as train_lib
 from gptjax.generate import chat_replies, sample_text
 from gptjax.load import load_workdir
+from gptjax.metrics import read_metrics
 from gptjax.serve import feedback
 
 KEY = "test-key"
@@ -53,15 +58,12 @@ def _metric(base: str, name: str) -> float:
   return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
 
 
-@pytest.fixture(scope="module")
-def server(sft_run, tmp_path_factory):
-  """(base URL, process, feedback folder): 2 slots, a queue of 1, an API key."""
+def _start_server(workdir: str, *flags: str) -> tuple[str, subprocess.Popen]:
+  """(base URL, process) of gptjax-serve on `workdir` at a free port, once it is healthy."""
   port = _free_port()
-  fb = tmp_path_factory.mktemp("feedback")
   proc = subprocess.Popen(
-      [sys.executable, "-m", "gptjax.serve.server", f"--workdir={sft_run}", f"--port={port}",
-       "--slots=2", "--max_queue=1", f"--api_key={KEY}", f"--feedback_dir={fb}",
-       "--max_body_bytes=200000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [sys.executable, "-m", "gptjax.serve.server", f"--workdir={workdir}", f"--port={port}",
+       *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   base = f"http://127.0.0.1:{port}"
   deadline = time.time() + 300
   while time.time() < deadline:
@@ -69,12 +71,26 @@ def server(sft_run, tmp_path_factory):
       raise RuntimeError(f"gptjax-serve exited: {proc.stdout.read()}")
     try:
       if _http(f"{base}/health")[0] == 200:
-        break
+        return base, proc
     except OSError:
       time.sleep(0.5)
-  yield base, proc, str(fb)
+  proc.kill()
+  raise RuntimeError("gptjax-serve did not come up in 300 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
   proc.terminate()
   proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(sft_run, tmp_path_factory):
+  """(base URL, process, feedback folder): 2 slots, a queue of 1, an API key."""
+  fb = tmp_path_factory.mktemp("feedback")
+  base, proc = _start_server(sft_run, "--slots=2", "--max_queue=1", f"--api_key={KEY}",
+                             f"--feedback_dir={fb}", "--max_body_bytes=200000")
+  yield base, proc, str(fb)
+  _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +238,47 @@ def test_feedback_becomes_sft_conversations_and_preference_pairs(server, client,
   sft = [json.loads(line) for line in open(tmp_path / "sft.jsonl")]
   assert {"messages": CHAT + [{"role": "assistant", "content": replies[2]}]} in sft
   assert counts["pairs"] == len(pairs)
+
+
+def test_the_retraining_loop_serve_collect_feedback_dpo_serve_the_new_checkpoint(
+    server, client, sft_run, tmp_path):
+  """The README's cycle on a tiny model: users pick one of two served replies, gptjax-feedback
+  turns the log into pairs, DPO trains on them from the served checkpoint (policy ==
+  reference at step 0: held-out loss log 2), and gptjax-serve serves the new checkpoint: its
+  replies are that checkpoint's own greedy replies."""
+  from test_train import load_config
+  base, _, fb = server
+  for i, topic in enumerate(["sleep", "water", "walking", "reading", "tea", "music"]):
+    response = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": f"Say something about {topic}."}],
+        n=2, max_tokens=12, temperature=1.0, seed=100 + i)
+    vote = {"id": response.id, "preferred": i % 2}
+    assert _http(f"{base}/v1/feedback", json_body=vote)[0] == 200
+  counts = feedback.write_training_data(fb, str(tmp_path / "data"))
+  assert counts["pairs"] >= 6
+
+  config = load_config("dpo", "smoke")
+  config.init.workdir, config.init.architecture, config.lora.rank = sft_run, True, 0
+  config.data.path = str(tmp_path / "data" / "pairs.jsonl")
+  config.data.data_dir = str(tmp_path / "cache")
+  config.data.eval_fraction = 0.25
+  config.train.steps = config.eval.every = config.checkpoint.every = 2
+  dpo = str(tmp_path / "dpo")
+  train_lib.train(config, dpo)
+  metrics = read_metrics(dpo)
+  assert metrics[0]["step"] == 0
+  assert metrics[0]["eval/loss"] == pytest.approx(math.log(2), abs=1e-6)
+  before, after = load_workdir(sft_run).params, load_workdir(dpo).params
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(before),
+                                                      jax.tree_util.tree_leaves(after)))
+
+  new_base, proc = _start_server(dpo, "--slots=1")
+  try:
+    new_client = openai.OpenAI(base_url=new_base + "/v1", api_key="none", max_retries=0)
+    served = _chat(new_client, max_tokens=24, temperature=0.0)[0]
+  finally:
+    _stop(proc)
+  assert served == chat_replies(load_workdir(dpo), CHAT, max_new_tokens=24, temperature=0.0)[0]
 
 
 def _read_until(fd, marker: str, timeout: float = 120) -> str:
