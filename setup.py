@@ -17,7 +17,8 @@ setup(
         "importlib_resources>=6",  # tensorflow-datasets needs it for catalogue corpora
         "sentencepiece>=0.2,<0.3",
         "ml-collections>=1.0,<2",
-        "sacrebleu>=2.4,<3",
+        "sacrebleu>=2.4,<3",  # BLEU with its signature (gptjax/evals/bleu.py)
+        "krippendorff>=0.6,<1",  # inter-rater agreement of human reviews
         "safetensors>=0.4,<1",
         "tokenizers>=0.19,<1",  # Hugging Face tokenizer.json: imported models keep theirs
         "jinja2>=3.1.6,<4",  # their chat templates, sandboxed (3.1.6 closes known escapes)
@@ -51,6 +52,7 @@ setup(
             "gptjax-serve=gptjax.serve.server:main",
             "gptjax-chat=gptjax.serve.chat_cli:main",
             "gptjax-feedback=gptjax.serve.feedback:main",
+            "gptjax-review=gptjax.evals.review_import:main",
         ]
     },
 )

@@ -37,10 +37,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(workdir: str, slots: int, max_queue: int) -> tuple[subprocess.Popen, str]:
+def _start(workdir: str, slots: int, max_queue: int, *flags: str) -> tuple[subprocess.Popen, str]:
+  """gptjax-serve on a free port (with any further `flags`), once its /health answers."""
   port = _free_port()
   proc = subprocess.Popen([sys.executable, "-m", "gptjax.serve.server", f"--workdir={workdir}",
-                           f"--port={port}", f"--slots={slots}", f"--max_queue={max_queue}"],
+                           f"--port={port}", f"--slots={slots}", f"--max_queue={max_queue}",
+                           *flags],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   base = f"http://127.0.0.1:{port}"
   deadline = time.time() + 600

@@ -33,18 +33,24 @@ from gptjax.config import sibling_config
 
 OUT = "runs/feedback_loop"
 SFT, REWARD = "runs/hh_sft", "runs/hh_reward"
+MAX_TOKENS = 64  # reply tokens per request
 
 
 def _prompts(limit_train: int, limit_eval: int):
-  """(training-split, held-out) HH prompts as conversations, GRPO's split."""
-  from gptjax.data import conversations, prompts
+  """(training-split, held-out) HH prompts as conversations, GRPO's split, keeping those whose
+  rendered prompt leaves room for a MAX_TOKENS reply in the SFT model's context (the server
+  refuses the rest with a 400 rather than truncate them)."""
+  from gptjax.data import chat_template, conversations, prompts
+  from gptjax.load import load_workdir
   config = sibling_config("configs/grpo.py", "grpo.py")
   read = prompts.read_prompts(config.data.path)
   order = list(range(len(read.conversations)))
   train, held = conversations.split_heldout(order, config.data.eval_fraction,
                                             config.data.split_seed)
-  pick = lambda ids, n: [read.conversations[i] for i in ids if len(
-      json.dumps(read.conversations[i])) < 600][:n]  # short prompts: room for a reply
+  loaded = load_workdir(SFT)
+  room = loaded.model.cfg.max_len - MAX_TOKENS
+  fits = lambda c: len(chat_template.render_prompt(c, loaded.tokenizer)) <= room
+  pick = lambda ids, n: [c for c in (read.conversations[i] for i in ids) if fits(c)][:n]
   return pick(train, limit_train), pick(held, limit_eval)
 
 
@@ -74,7 +80,7 @@ def _collect(base: str, prompts, reward: RewardModel) -> dict:
   margins = []
   for i, conversation in enumerate(prompts):
     response = client.chat.completions.create(model="m", messages=conversation, n=2,
-                                              max_tokens=64, temperature=1.0, seed=i)
+                                              max_tokens=MAX_TOKENS, temperature=1.0, seed=i)
     replies = [c.message.content for c in response.choices]
     scores = [reward(conversation, r) for r in replies]
     client.post("/feedback", cast_to=object,
@@ -88,7 +94,7 @@ def _served_scores(workdir: str, prompts, reward: RewardModel) -> dict:
   proc, base = _start(workdir, slots=8, max_queue=len(prompts))
   try:
     client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
-    replies = [client.chat.completions.create(model="m", messages=c, max_tokens=64,
+    replies = [client.chat.completions.create(model="m", messages=c, max_tokens=MAX_TOKENS,
                                               temperature=0.0).choices[0].message.content
                for c in prompts]
   finally:
@@ -110,18 +116,9 @@ def main():
   reward = RewardModel(REWARD)
   log, data, dpo = f"{OUT}/log", f"{OUT}/data", f"{OUT}/dpo"
   if not os.path.exists(f"{data}/pairs.jsonl"):
-    proc = subprocess.Popen([sys.executable, "-m", "gptjax.serve.server", f"--workdir={SFT}",
-                             "--port=8791", "--slots=8", f"--feedback_dir={log}"])
+    proc, base = _start(SFT, 8, 16, f"--feedback_dir={log}")
     try:
-      import time
-      import urllib.request
-      for _ in range(600):
-        try:
-          urllib.request.urlopen("http://127.0.0.1:8791/health", timeout=5)
-          break
-        except OSError:
-          time.sleep(1)
-      collected = _collect("http://127.0.0.1:8791", train_prompts, reward)
+      collected = _collect(base, train_prompts, reward)
     finally:
       proc.terminate()
       proc.wait(timeout=60)

@@ -56,6 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
   d.normalize = "NFC"  # unicode normalisation form, or "" for none
   d.dedup = True  # drop exact-duplicate documents
   d.max_chars = 0  # cap on corpus characters read (0 = all), for quick runs on big corpora
+  # Counterfactual data augmentation: a swap list (WinoBias's generalized_swaps.txt) whose
+  # two-sided swaps make a copy of the training split (he <-> she); held-out text is untouched
+  d.counterfactual_swaps = ""
   d.seq_len = 64  # context length; windows of seq_len + 1 tokens are packed from the stream
   d.random_offset = False  # shift the window grid by a seeded random offset every epoch
   d.eval_batch_size = 64  # global sequences per eval batch
@@ -65,6 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
   #                          restart after them (needs a tokenizer with eos: sentencepiece)
   # Conversation data (task.name=sft): data.path is a file, folder or glob of conversations
   d.format = "auto"  # alpaca (JSON list), hh (Anthropic HH JSONL), messages (OpenAI JSONL), auto
+  #                   or parallel: files data.path.SRC and data.path.TGT aligned by line
+  d.languages = ""  # parallel: "SRC,TGT" file suffixes, e.g. "en,de" (source -> target)
+  d.eval_path = ""  # held-out conversations from here instead of data.eval_fraction of data.path
   d.skip_bad_records = False  # skip malformed records (and report how many) instead of failing
   d.packing = True  # several conversations share one window (segment ids keep them apart)
   d.split_seed = 0  # which conversations are held out (data.eval_fraction of them)
@@ -122,6 +128,34 @@ def base_config() -> ml_collections.ConfigDict:
   ev.every = 250  # steps between whole-split held-out evaluations (and one at the end)
   ev.max_batches = 0  # cap on eval batches (0 = the whole split)
   ev.at_start = False  # also evaluate the starting weights (step 0) of a fresh run: "before"
+  ev.evaluators = ""  # gptjax.evals registry names run at every evaluation ("a,b"; "" = none)
+
+  c.evals = evs = ml_collections.ConfigDict()  # each evaluator's settings (gptjax/evals/)
+  evs.crows_pairs = ml_collections.ConfigDict(
+      {"path": "../shared/data/crows-pairs/crows_pairs_anonymized.csv", "batch_size": 32})
+  evs.winobias = ml_collections.ConfigDict(  # {pro,anti}_stereotyped_type{1,2}.txt.dev
+      {"path": "../shared/data/winobias", "batch_size": 32})
+  evs.bleu = ml_collections.ConfigDict({  # translations of path.SRC scored against path.TGT
+      "path": "../shared/data/multi30k/test_2016_flickr",
+      "languages": "",  # "SRC,TGT" ("" = the run's data.languages)
+      "beams": 5,  # 1 = greedy
+      "length_penalty": 1.0,  # hypothesis score = sum log p / length ** this
+      "max_new_tokens": 64,
+      "batch_size": 32,
+      "limit": 0,  # only the first N sentences (0 = all): a cheaper curve during training
+      "n_bootstrap": 1000,  # resamples for the 95% interval (0 = none)
+      "samples": 5})  # translations shown in the result file's table
+  evs.multiple_choice = ml_collections.ConfigDict(  # {"context", "choices", "answer"} JSONL
+      {"path": "", "separator": " ", "batch_size": 32})
+  evs.exact_match = ml_collections.ConfigDict(  # {"prompt", "answer"} JSONL
+      {"path": "", "max_new_tokens": 32, "batch_size": 32, "samples": 5})
+  evs.human_export = ml_collections.ConfigDict({  # a blinded review pack for raters
+      "path": "",  # {"prompt"} JSON lines
+      "compare": "",  # another workdir: its outputs beside this model's (A/B)
+      "kind": "likert",  # likert (1-5 fluency/coherence/relevance) or pairwise
+      "limit": 0, "beams": 1, "max_new_tokens": 96, "batch_size": 32,
+      "seed": 0,  # item order and A/B sides
+      "out": ""})  # default W/review/step_N
 
   c.init = ini = ml_collections.ConfigDict()  # start from another run's weights
   ini.workdir = ""  # that run's workdir ("" = fresh init); its tokenizer is used too

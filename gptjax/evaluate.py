@@ -1,11 +1,18 @@
-"""Held-out evaluation of a checkpoint: loss and perplexity over a whole split.
+"""Evaluation of a checkpoint: held-out loss and perplexity over a whole split, and the
+evaluators of gptjax/evals/ by name.
 
     gptjax-eval --workdir=W [--split=validation] [--step=N] [--max_batches=0] [--data_path=P]
+    gptjax-eval --workdir=W --eval=crows_pairs,winobias [--step=N]
+    gptjax-eval --workdir=W --eval=bleu --eval_options=path=DATA/test_2016_flickr,beams=5
 
 --data_path evaluates on another corpus (its held-out split, tokenized with the checkpoint's
 tokenizer): a model imported by gptjax-convert has no corpus of its own.
 
-Prints the metrics and appends them, with the checkpoint step, to W/eval_results.jsonl.
+"loss" (the default) prints the metrics and appends them, with the checkpoint step, to
+W/eval_results.jsonl. Each other evaluator writes W/evals/step_N/NAME.{md,json} and appends
+its figures (eval/NAME/...) at the checkpoint's step to W/metrics.jsonl, where plots find them.
+Evaluator settings come from the run's config.evals.NAME; --eval_options overrides some, for
+the one evaluator named.
 """
 
 from __future__ import annotations
@@ -45,6 +52,33 @@ def evaluate_workdir(workdir: str, split: str = "validation", step: int | None =
   return results
 
 
+def run_evaluators(workdir: str, names: list[str], step: int | None = None,
+                   overrides: list[str] = ()) -> dict:
+  """Registry evaluators on one checkpoint; their figures, and where each wrote its table.
+  `overrides` ("key=value") change the options of the one evaluator named."""
+  from gptjax.evals import registry
+  from gptjax.load import load_workdir
+  from gptjax.metrics import MetricsWriter
+
+  if overrides and len(names) != 1:
+    raise UserError("--eval_options sets the options of one evaluator: name exactly one in --eval")
+  loaded = load_workdir(workdir, step)
+  row, tables = {}, {}
+  for name in names:
+    options = registry.with_overrides(registry.options_for(loaded.config, name), name, overrides)
+    result = registry.EVALUATORS[name](loaded, options)
+    row.update({f"eval/{name}/{k}": v for k, v in result.figures.items()})
+    if jax.process_index() == 0:
+      tables[name] = registry.write_result(workdir, loaded.step, name, result)
+  writer = MetricsWriter(workdir)
+  writer.write(loaded.step, row)
+  writer.close()
+  if jax.process_index() == 0:
+    from gptjax.plots import plot_eval_curves
+    plot_eval_curves(workdir)
+  return {"step": loaded.step, **row, "tables": tables}
+
+
 def main(argv=None) -> None:
   from absl import flags
 
@@ -55,11 +89,22 @@ def main(argv=None) -> None:
   flags.DEFINE_integer("step", None, "checkpoint step (default: newest)")
   flags.DEFINE_integer("max_batches", 0, "evaluate only this many batches (0 = whole split)")
   flags.DEFINE_string("data_path", "", "evaluate on this corpus instead of the run's own")
+  flags.DEFINE_list("eval", ["loss"], "what to evaluate: loss and/or gptjax.evals names")
+  flags.DEFINE_list("eval_options", [], "key=value,... over config.evals.NAME of the one "
+                    "evaluator named, e.g. path=DATA,beams=1")
   FLAGS = flags.FLAGS
 
+  def evaluate_all():
+    from gptjax.evals import registry
+    names = registry.names(",".join(n for n in FLAGS.eval if n != "loss"))
+    if "loss" in FLAGS.eval:
+      print(json.dumps(evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.step,
+                                        FLAGS.max_batches, FLAGS.data_path)))
+    if names:
+      print(json.dumps(run_evaluators(FLAGS.workdir, names, FLAGS.step, FLAGS.eval_options)))
+
   def _main(_):
-    run_cli(lambda: print(json.dumps(evaluate_workdir(
-        FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.max_batches, FLAGS.data_path))))
+    run_cli(evaluate_all)
 
   run_app(_main, argv)
 

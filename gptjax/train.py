@@ -51,10 +51,16 @@ def validate(config) -> None:
       (config.eval.every > 0 and config.checkpoint.every > 0 and tr.log_every > 0,
        "eval.every, checkpoint.every and train.log_every must be positive"),
       (0.0 < config.data.eval_fraction < 1.0, "data.eval_fraction must be in (0, 1)"),
+      (not (config.data.eval_path or config.data.format == "parallel")
+       or config.task.name == "sft", "data.eval_path and data.format=parallel are read by "
+       f"task.name=sft (conversations), not {config.task.name!r}"),
   ]
   for ok, message in checks:
     if not ok:
       raise UserError(message)
+  if config.eval.evaluators:  # a misspelt name fails now, not at the first evaluation
+    from gptjax.evals import registry
+    registry.names(config.eval.evaluators)
 
 
 def check_batch_fits_mesh(config, mesh) -> None:
@@ -315,6 +321,14 @@ def run_evaluation(run: Run, params, eval_step) -> dict:
                      run.task.perplexity_of)
   for name, fn in run.task.evaluators().items():
     results.update({f"eval/{name}/{k}": v for k, v in fn(params, run.frozen).items()})
+  if cfg.eval.evaluators:  # gptjax.evals by name: the same functions gptjax-eval --eval runs
+    from gptjax.evals import registry
+    from gptjax.load import Loaded
+    loaded = Loaded(config=cfg, model=run.model, params=params, mesh=run.mesh, step=-1,
+                    tokenizer=run.datasets.tokenizer)
+    for name in registry.names(cfg.eval.evaluators):
+      figures = registry.run(loaded, name).figures
+      results.update({f"eval/{name}/{k}": v for k, v in figures.items()})
   return results
 
 
@@ -532,6 +546,9 @@ def _finish(config, workdir: str, final: dict) -> None:
   print(json.dumps({k: round(v, 4) for k, v in final.items()}))
   path = plots.plot_loss_curve(workdir)
   print(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}; loss curve: {path}")
+  curves = plots.plot_eval_curves(workdir)
+  if curves:
+    print(f"evaluator curves: {curves}")
   if config.train.sample_prompt:
     from gptjax import generate
     text = generate.sample_from_workdir(workdir, config.train.sample_prompt,

@@ -42,3 +42,28 @@ def sft_run(tmp_path_factory):
   config.eval.max_batches = 1
   train_lib.train(config, str(tmp / "w"))
   return str(tmp / "w")
+
+
+def unigram_loaded(chars: str, logits: dict):
+  """A hand-made model whose every position predicts softmax(L) whatever came before (L[c] =
+  logits.get(c, 0)): the final norm's scale is zero and its bias picks column 0 of the tied
+  embedding, which holds L. A Loaded, as load_workdir returns, on one device."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from gptjax.data.tokenizers import CharTokenizer
+  from gptjax.load import Loaded, one_device_mesh
+  from gptjax.model import GPT, GPTConfig
+  tokenizer = CharTokenizer(chars)
+  model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, num_layers=1, num_heads=2,
+                        embed_dim=8, max_len=64))
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  table = np.zeros(tokenizer.vocab_size, np.float32)
+  for char, value in logits.items():
+    table[tokenizer.encode(char)[0]] = value
+  params["ln_f"]["norm"]["scale"] = jnp.zeros(8)
+  params["ln_f"]["norm"]["bias"] = jnp.zeros(8).at[0].set(1.0)
+  params["wte"] = params["wte"].at[:, 0].set(table)
+  return Loaded(config=None, model=model, params=params, tokenizer=tokenizer,
+                mesh=one_device_mesh(), step=0), np.asarray(jax.nn.log_softmax(table))

@@ -125,12 +125,17 @@ def make_chat_datasets(config, process_index: int | None = None,
   if not data.path:
     raise UserError("task.name=sft reads conversations from --config.data.path (alpaca JSON, "
                     "HH JSONL or OpenAI-messages JSONL)")
-  read = convs.read_conversations(data.path, data.format, data.skip_bad_records,
-                                  data.file_pattern)
-  if read.skipped:
-    warn(f"skipped {read.skipped} malformed records of {data.path} "
+  read = lambda path: convs.read_conversations(path, data.format, data.skip_bad_records,
+                                               data.file_pattern, data.languages)
+  train = read(data.path)
+  if train.skipped:
+    warn(f"skipped {train.skipped} malformed records of {data.path} "
          "(--config.data.skip_bad_records=True)")
-  train, heldout = convs.split_heldout(read.conversations, data.eval_fraction, data.split_seed)
+  if data.eval_path:  # a held-out set of its own (a benchmark's validation split)
+    train, heldout = train.conversations, read(data.eval_path).conversations
+  else:
+    train, heldout = convs.split_heldout(train.conversations, data.eval_fraction,
+                                         data.split_seed)
   tokenizer = chat_template.with_chat_tokens(tokenizer or chat_tokenizer(config, train))
   splits = {}
   for name, part in (("train", train), ("validation", heldout)):

@@ -46,11 +46,17 @@ class Conversations:
 
 
 def read_conversations(
-    path: str, format: str = "auto", skip_bad: bool = False, file_pattern: str = "*"
+    path: str, format: str = "auto", skip_bad: bool = False, file_pattern: str = "*",
+    languages: str = ""
 ) -> Conversations:
-  """Every conversation in the file, folder or glob `path`, validated, in order."""
+  """Every conversation in the file, folder or glob `path`, validated, in order; with format
+  "parallel", the sentence pairs of files `path`.SRC and `path`.TGT (`languages`, "SRC,TGT")."""
+  if format == "parallel":
+    from gptjax.data import parallel
+    return Conversations(parallel.read_conversations(path, languages), 0, format)
   if format != "auto" and format not in FORMATS:
-    raise UserError(f"{FORMAT_FLAG}={format!r} is unknown: use auto or one of {', '.join(FORMATS)}")
+    raise UserError(f"{FORMAT_FLAG}={format!r} is unknown: use auto, parallel or one of "
+                    f"{', '.join(FORMATS)}")
   conversations, skipped, first = [], 0, None  # first: (format, file) of the first detection
   for file in resolve_files(path, file_pattern):
     fmt = format

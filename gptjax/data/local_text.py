@@ -34,10 +34,11 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
   code_path = None
 
   def __init__(self, *, documents: Callable[[], Iterator[str]], eval_fraction: float, setting: str,
-               **kwargs):
+               augment: Callable[[str], str] | None = None, **kwargs):
     self._documents = documents  # cleaned documents; called once per pass
     self._eval_fraction = eval_fraction
     self._setting = setting
+    self._augment = augment  # if set: the training split is followed by augment(its text)
     super().__init__(**kwargs)
 
   def _info(self):
@@ -61,10 +62,14 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str, num_train: int):
     key = 0
-    for piece, doc_start in cleaning.split_pieces(self._documents(), num_train, split):
-      for i, chunk in enumerate(cleaning.chunk_text(piece, CHUNK_CHARS)):
-        yield key, {"text": chunk, "doc_start": doc_start and i == 0}
-        key += 1
+    passes = [None] + ([self._augment] if self._augment and split == "train" else [])
+    for augment in passes:  # a second pass writes the augmented copy of every training piece
+      for piece, doc_start in cleaning.split_pieces(self._documents(), num_train, split):
+        if augment is not None:
+          piece, doc_start = augment(piece), True  # a copy never runs on from an original
+        for i, chunk in enumerate(cleaning.chunk_text(piece, CHUNK_CHARS)):
+          yield key, {"text": chunk, "doc_start": doc_start and i == 0}
+          key += 1
 
 
 @contextlib.contextmanager
@@ -87,8 +92,14 @@ def prepared_builder(corpus: Corpus, data, data_dir: str) -> LocalText:
         corpus.documents(), form=data.normalize, dedup=data.dedup, max_chars=data.max_chars
     )
 
+  augment = None
+  if data.get("counterfactual_swaps"):  # counterfactual data augmentation (gptjax.data.counterfactual)
+    from gptjax.data.counterfactual import read_swaps
+    augment = read_swaps(data.counterfactual_swaps)
+
   def make():
     return LocalText(documents=documents, eval_fraction=data.eval_fraction, setting=corpus.setting,
+                     augment=augment,
                      config=LocalTextConfig(name=prepared_key(corpus, data)), data_dir=data_dir,
                      file_format="array_record")
 

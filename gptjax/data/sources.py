@@ -32,7 +32,15 @@ def fingerprint(*parts) -> str:
 
 def prepared_key(corpus: Corpus, data) -> str:
   """Names the prepared data: the raw corpus plus every setting that changes the stored text."""
-  return fingerprint(corpus.key, data.normalize, data.dedup, data.max_chars, data.eval_fraction)
+  parts = [corpus.key, data.normalize, data.dedup, data.max_chars, data.eval_fraction]
+  if data.get("counterfactual_swaps"):  # only when set: other runs keep their prepared data
+    try:
+      with open(data.counterfactual_swaps, "rb") as f:
+        parts.append(("counterfactual", hashlib.sha256(f.read()).hexdigest()))
+    except FileNotFoundError:
+      raise UserError(f"data.counterfactual_swaps={data.counterfactual_swaps!r}: no such "
+                      "file (a swap list, one word pair a line)") from None
+  return fingerprint(*parts)
 
 
 def corpus_from_config(data, data_dir: str) -> Corpus:

@@ -1,0 +1,1 @@
+"""Evaluation beyond held-out loss: metrics (BLEU) and the evaluators built on them."""
