@@ -11,7 +11,7 @@ figure is on test_2016_flickr, which training never reads:
 
   (none)  -> the CPU run: 4 layers, 256 wide, context 128, a 4000-piece joint BPE
   :gpu    -> 6 layers, 512 wide, longer
-  :smoke  -> a seconds-long run, for tests
+  :smoke  -> a seconds-long run on val, for tests
 During training, greedy BLEU on the first 200 val sentences every eval.every steps (a curve).
 """
 
@@ -50,7 +50,8 @@ def get_config(arg=None):
     c.data.tokenizer.vocab_size = 8000
     c.train.batch_size, c.train.steps = 64, 10000
     c.eval.every = c.checkpoint.every = 1000
-  elif arg == "smoke":
+  elif arg == "smoke":  # plumbing only: trains on val (1,014 pairs) and holds out val too
+    c.data.path = f"{MULTI30K}/val"
     c.model.num_layers, c.model.num_heads, c.model.embed_dim = 2, 2, 32
     c.model.dropout = 0.0
     c.data.tokenizer.vocab_size = 600

@@ -7,6 +7,16 @@ os.environ["XLA_FLAGS"] = (  # and wait out a starved device, as gptjax.sharding
     " --xla_cpu_collective_call_terminate_timeout_seconds=1800"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the whole run, fresh each run, inherited by the
+# CLI and server processes the tests start: dozens of tests train the same tiny models, and
+# a program compiled once is then read back instead of compiled again (about a third of the
+# suite's time on a 2-core CPU). JAX's compile events fire on a cache read too, so the
+# serving tests' compilation counters still count every executable that is built.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import tempfile  # noqa: E402
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gptjax-tests-xla-")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import pathlib  # noqa: E402
 

@@ -44,7 +44,7 @@ def test_one_beam_is_greedy_decoding():
   assert 1 < len(set(lengths.tolist()))  # both kinds of row were exercised
 
 
-@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+@pytest.mark.parametrize("length_penalty", [1.0])
 def test_batched_beams_equal_one_prompt_at_a_time(length_penalty):
   model, params = _model(37, seed=1)
   params["wte"] = params["wte"].at[STOP].multiply(3.0)
@@ -64,7 +64,7 @@ def _sequence_logp(model, params, prompt, continuation, vocab):
   return float(sum(logp[t, c] for t, c in enumerate(continuation)))
 
 
-@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 0.6])
+@pytest.mark.parametrize("length_penalty", [0.0, 0.6])
 def test_enough_beams_find_the_exhaustive_best(length_penalty):
   vocab, steps = 4, 3  # token 3 stops; every hypothesis of up to 3 tokens fits in 40 beams
   model, params = _model(vocab, seed=2)

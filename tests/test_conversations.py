@@ -142,7 +142,7 @@ def test_detection_and_explicit_format(tmp_path):
     detect_format({"text": "x"})
   with pytest.raises(UserError, match=r"chat\.jsonl:1: hh record needs a string 'chosen'"):
     read_conversations(str(tmp_path / "chat.jsonl"), format="hh")
-  with pytest.raises(UserError, match="unknown: use auto or one of alpaca, hh, messages"):
+  with pytest.raises(UserError, match="unknown: use auto, parallel or one of alpaca, hh, messages"):
     read_conversations(str(tmp_path / "chat.jsonl"), format="sharegpt")
   assert FORMATS == ("alpaca", "hh", "messages")
 

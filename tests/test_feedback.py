@@ -114,6 +114,7 @@ def test_dpo_implicit_rewards_are_beta_times_the_log_ratios_of_each_response():
 # -- reward model ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # fast beside it: test_dpo_implicit_rewards_... (carried reference log-probs)
 def test_dpo_with_precomputed_reference_log_probs_trains_as_with_a_live_reference(tmp_path):
   """dpo.precompute_reference scores every pair once and holds no reference: the run logs
   the same losses and held-out figures as one that runs the reference in every step."""

@@ -29,7 +29,7 @@ def loaded():
 
 def _by_hand(loaded, text):
   ids = np.asarray(scoring.document_start(loaded.tokenizer) + list(loaded.tokenizer.encode(text)))
-  logits = loaded.model.apply({"params": loaded.params}, ids[None, :-1])[0]
+  logits = jax.jit(loaded.model.apply)({"params": loaded.params}, ids[None, :-1])[0]
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return float(logp[np.arange(len(ids) - 1), ids[1:]].sum()), len(ids) - 1
 

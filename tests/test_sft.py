@@ -365,6 +365,7 @@ def test_lora_fine_tuning_keeps_the_base_bit_identical_and_merges_to_a_checkpoin
     np.testing.assert_array_equal(lora.adapters(restored)[name], value)
 
 
+@pytest.mark.slow  # fast beside it: tests/test_train.py's killed-then-resumed run (same loop)
 def test_a_killed_fine_tuning_run_resumes_exactly(base_run, tmp_path):
   config = sft_config(base_run, tmp_path, train__trainable=r"^block_1/")
   train_lib.train(config, str(tmp_path / "straight"))

@@ -92,6 +92,7 @@ def test_eval_at_start_scores_the_starting_weights_and_a_rerun_keeps_one_such_ro
   np.testing.assert_allclose(start[0]["eval/loss"], final["eval/loss"], rtol=1e-6)
 
 
+@pytest.mark.slow  # fast beside it: test_train_donate_decides_whether_the_old_state_is_consumed
 def test_fast_path_switches_do_not_change_training(tiny, tmp_path):
   """Donation and late metrics are speed only: off, the run logs the same numbers."""
   train_lib.train(tiny, str(tmp_path / "on"))
