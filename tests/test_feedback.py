@@ -288,6 +288,7 @@ def test_grpo_teaches_a_tiny_model_a_toy_task_on_a_mesh(tmp_path):
   assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 1.0, rewards
 
 
+@pytest.mark.slow  # fast beside it: tests/test_train.py's killed-then-resumed run (same loop)
 def test_a_killed_grpo_run_resumes_exactly(tmp_path):
   """Several updates per rollout; killed between checkpoints; the resumed run samples the
   same completions (the rollout key is the step's) from the same prompts."""

@@ -327,6 +327,7 @@ def test_loading_onto_another_mesh_gives_identical_logits(base_run, tmp_path):
   np.testing.assert_allclose(new[..., :known], old[..., :known], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # fast beside it: test_lora_at_init_is_bit_identical_and_merged_equals_unmerged
 def test_lora_fine_tuning_keeps_the_base_bit_identical_and_merges_to_a_checkpoint(
     base_run, tmp_path):
   from gptjax import lora_cli
