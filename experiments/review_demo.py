@@ -26,6 +26,7 @@ import numpy as np
 
 from benchmarks.results_files import host_info, host_line
 from experiments.report import write_markdown
+from gptjax.evals import review_pack
 
 A, B, OUT = "runs/sft_full", "runs/hh_sft", "runs/review_demo"
 
@@ -68,11 +69,7 @@ def _fill(pack: str, kind: str, rater: str, rng) -> str:
         choice = {"A": "B", "B": "A", "tie": "A"}[choice]
       row["preferred"] = choice
   path = os.path.join(pack, f"{rater}.csv")
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  return path
+  return review_pack.write_sheet(path, rows)
 
 
 def main():

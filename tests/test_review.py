@@ -24,11 +24,7 @@ def _fill(pack_dir, rater, value_of):
     for column in review_pack.rating_columns(key["kind"], len(key["models"])):
       row[column] = value_of(key["items"][row["item"]], column)
   path = os.path.join(pack_dir, f"{rater}.csv")
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  return path
+  return review_pack.write_sheet(path, rows)
 
 
 def test_the_key_is_the_only_link_from_items_to_models(tmp_path):

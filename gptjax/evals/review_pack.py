@@ -69,16 +69,22 @@ def write_pack(out_dir: str, prompts: list[str], outputs: dict[str, list[str]], 
   sides = len(outputs)
   os.makedirs(out_dir, exist_ok=True)
   columns = pack_columns(kind, sides)
-  with open(os.path.join(out_dir, "pack.csv"), "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows(items)
+  write_sheet(os.path.join(out_dir, "pack.csv"), items, columns)
   with open(os.path.join(out_dir, "pack.html"), "w", encoding="utf-8") as f:
     f.write(_html(items, columns, kind, sides, pack_id=f"gptjax-review-{seed}-{len(items)}"))
   with open(os.path.join(out_dir, "key.json"), "w", encoding="utf-8") as f:
     json.dump({"kind": kind, "models": list(outputs), "seed": seed, "settings": settings or {},
                "items": key}, f, indent=1)
   return {"items": len(items), "kind": kind, "models": list(outputs)}
+
+
+def write_sheet(path: str, rows: list[dict], columns: list[str] | None = None) -> str:
+  """Rows as the pack's CSV (a blank sheet, or a rater's filled one); returns `path`."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, columns or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  return path
 
 
 def _html(items, columns, kind, sides, pack_id) -> str:
