@@ -53,6 +53,7 @@ setup(
             "gptjax-chat=gptjax.serve.chat_cli:main",
             "gptjax-feedback=gptjax.serve.feedback:main",
             "gptjax-review=gptjax.evals.review_import:main",
+            "gptjax-launch=gptjax.launch:main",
         ]
     },
 )

@@ -101,7 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
   tr.log_every = 50
   tr.profile_start = -1  # first step of a profiler trace (-1 = no trace)
   tr.profile_steps = 5  # how many steps the trace covers
-  tr.distributed = False  # call jax.distributed.initialize() (multi-host); also on by env
+  tr.distributed = False  # join a multi-host run (gptjax.distributed); also on by env
+  tr.heartbeat_timeout = 100  # multi-host: seconds before the others give up on a dead process
   tr.cpu_devices = 0  # CPU-only hosts: JAX devices to split the cores into (0 = auto)
   tr.sample_prompt = ""  # printed after training: a sample continuing this ("" = none)
   tr.sample_tokens = 200  # length of that sample

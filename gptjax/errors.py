@@ -22,6 +22,14 @@ class UserError(ValueError):
   """
 
 
+class Preempted(Exception):
+  """The run saved a checkpoint on a preemption notice and stopped; the same command resumes.
+  CLIs exit with PREEMPTED_EXIT_CODE (EX_TEMPFAIL: try again), which launchers watch for."""
+
+
+PREEMPTED_EXIT_CODE = 75
+
+
 def warn(message: str) -> None:
   """One line on stderr from the main process: something was adjusted or skipped, and why."""
   import jax
@@ -78,6 +86,9 @@ def run_cli(body) -> None:
     body()
   except UserError as e:
     _exit(str(e))
+  except Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(PREEMPTED_EXIT_CODE) from None
   except Exception as e:  # noqa: BLE001: only a user-fixable OS error becomes one line
     message = fixable_os_error(e)
     if message is None:

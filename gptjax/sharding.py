@@ -29,13 +29,6 @@ RULES = (
 )
 
 
-def maybe_initialize_distributed(requested: bool) -> None:
-  """Join a multi-host run when the config asks or a cluster launcher set the environment."""
-  env_says = any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "GPTJAX_DISTRIBUTED"))
-  if (requested or env_says) and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
-
-
 def split_host_cpu(batch_sizes: tuple[int, ...], requested: int = 0) -> None:
   """Expose the host's cores as several JAX CPU devices, before any backend starts.
 

@@ -22,12 +22,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gptjax import checkpoint, init_from, metrics as metrics_lib, sharding
+from gptjax import checkpoint, distributed, init_from, metrics as metrics_lib, sharding
 from gptjax import state as state_lib, trainable, xla_flags
 from gptjax.config import planned_vocab_size
-from gptjax.errors import UserError, define_config_flag, run_app, run_cli, warn
+from gptjax.errors import Preempted, UserError, define_config_flag, run_app, run_cli, warn
 from gptjax.model import GPT, GPTConfig, count_params, padded
 from gptjax.optim import decay_length, effective_warmup, learning_rate_schedule, make_optimizer
+from gptjax.preemption import PreemptionWatch
 from gptjax.prefetch import DevicePrefetcher
 from gptjax.tasks import make_task
 
@@ -61,6 +62,11 @@ def validate(config) -> None:
   if config.eval.evaluators:  # a misspelt name fails now, not at the first evaluation
     from gptjax.evals import registry
     registry.names(config.eval.evaluators)
+
+
+def join_processes(config) -> None:
+  """Multi-host: join the other processes (gptjax.distributed) before JAX starts."""
+  distributed.initialize(config.train.distributed, config.train.heartbeat_timeout)
 
 
 def check_batch_fits_mesh(config, mesh) -> None:
@@ -199,8 +205,8 @@ def build_run(config, tokenizer=None, with_data: bool = True, devices=None) -> R
   """Everything a run needs but its state; `tokenizer`: reuse a checkpoint's. Without data
   (shape-only uses: compiling for memory checks) the vocabulary comes from the config;
   `devices` (default: all) may be another machine's, to compile for them ahead of time."""
+  join_processes(config)
   validate(config)
-  sharding.maybe_initialize_distributed(config.train.distributed)
   mesh = sharding.make_mesh(config.mesh, devices)
   check_batch_fits_mesh(config, mesh)
   task = make_task(config)
@@ -371,6 +377,7 @@ def _resume(ckpt: checkpoint.Checkpointer, config, workdir: str):
 def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   """Train (or resume) to config.train.steps; returns the last eval metrics."""
   cfg = config
+  join_processes(cfg)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"--workdir={workdir} is a file, not a folder: choose another --workdir")
   if os.path.exists(os.path.join(workdir, checkpoint.IMPORTED_MARKER)):
@@ -428,6 +435,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   window = _MetricsWindow()
   batches = DevicePrefetcher(ds.train, mesh, cfg.data.prefetch)
   sync_each_step = sharding.must_sync_each_step()
+  preemption = PreemptionWatch()
   pending = None  # (step, device metrics): fetched one step late so the host never stalls
   batch = None  # with a rollout (RL), its batch serves task.updates_per_rollout steps
   eval_metrics: dict = metrics_lib.last_eval(workdir)  # what a finished run re-run reports
@@ -493,9 +501,18 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
           window.t0, window.steps = time.perf_counter(), 0
         for hook in hooks:
           hook(s, state)
+        if s < total and preemption.reached(s):
+          if not at_ckpt:
+            drain()
+            ckpt.save(s, state, batches.get_state(), config_json, tokenizer_json)
+          ckpt.wait()
+          raise Preempted(f"SIGTERM: stopped after step {s} of {total} and saved checkpoint "
+                          f"step {s} in {checkpoint.checkpoint_dir(workdir)}; run the same "
+                          "command again to resume")
     drain()
   finally:  # a started checkpoint is finished even when the loop dies; every closer runs
     with contextlib.ExitStack() as closing:
+      closing.callback(preemption.close)
       closing.callback(writer.close)
       closing.callback(progress.close)
       closing.callback(ckpt.close)
