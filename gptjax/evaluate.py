@@ -12,7 +12,8 @@ tokenizer): a model imported by gptjax-convert has no corpus of its own.
 W/eval_results.jsonl. Each other evaluator writes W/evals/step_N/NAME.{md,json} and appends
 its figures (eval/NAME/...) at the checkpoint's step to W/metrics.jsonl, where plots find them.
 Evaluator settings come from the run's config.evals.NAME; --eval_options overrides some, for
-the one evaluator named.
+the one evaluator named, and its results are then filed under a label of their own
+(NAME[options], or --eval_label): another data set's figure is not the run's curve.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ def evaluate_workdir(workdir: str, split: str = "validation", step: int | None =
 
 
 def run_evaluators(workdir: str, names: list[str], step: int | None = None,
-                   overrides: list[str] = ()) -> dict:
+                   overrides: list[str] = (), label: str = "") -> dict:
   """Registry evaluators on one checkpoint; their figures, and where each wrote its table.
-  `overrides` ("key=value") change the options of the one evaluator named."""
+  `overrides` ("key=value") change the options of the one evaluator named; its results are
+  then filed under `label` (default: registry.label_for)."""
   from gptjax.evals import registry
   from gptjax.load import load_workdir
   from gptjax.metrics import MetricsWriter
@@ -67,9 +69,10 @@ def run_evaluators(workdir: str, names: list[str], step: int | None = None,
   for name in names:
     options = registry.with_overrides(registry.options_for(loaded.config, name), name, overrides)
     result = registry.EVALUATORS[name](loaded, options)
-    row.update({f"eval/{name}/{k}": v for k, v in result.figures.items()})
+    filed = label or registry.label_for(name, overrides)
+    row.update({f"eval/{filed}/{k}": v for k, v in result.figures.items()})
     if jax.process_index() == 0:
-      tables[name] = registry.write_result(workdir, loaded.step, name, result)
+      tables[filed] = registry.write_result(workdir, loaded.step, filed, result)
   writer = MetricsWriter(workdir)
   writer.write(loaded.step, row)
   writer.close()
@@ -92,6 +95,9 @@ def main(argv=None) -> None:
   flags.DEFINE_list("eval", ["loss"], "what to evaluate: loss and/or gptjax.evals names")
   flags.DEFINE_list("eval_options", [], "key=value,... over config.evals.NAME of the one "
                     "evaluator named, e.g. path=DATA,beams=1")
+  flags.DEFINE_string("eval_label", "", "with --eval_options: file the results as "
+                      "eval/LABEL/... (default: the name with the options, e.g. "
+                      "bleu[path=test_2016_flickr,beams=5])")
   FLAGS = flags.FLAGS
 
   def evaluate_all():
@@ -101,7 +107,8 @@ def main(argv=None) -> None:
       print(json.dumps(evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.step,
                                         FLAGS.max_batches, FLAGS.data_path)))
     if names:
-      print(json.dumps(run_evaluators(FLAGS.workdir, names, FLAGS.step, FLAGS.eval_options)))
+      print(json.dumps(run_evaluators(FLAGS.workdir, names, FLAGS.step, FLAGS.eval_options,
+                                      FLAGS.eval_label)))
 
   def _main(_):
     run_cli(evaluate_all)

@@ -124,7 +124,8 @@ def test_human_export_of_two_checkpoints_then_import(sft_run, tmp_path):
   row = evaluate.run_evaluators(sft_run, ["human_export"], overrides=[
       f"path={tmp_path / 'prompts.jsonl'}", f"compare={other}", "kind=pairwise", f"out={out}",
       "max_new_tokens=12"])
-  assert row["eval/human_export/items"] == 3
+  assert row["eval/human_export[path=prompts.jsonl,compare=other,kind=pairwise,out=pack,"
+             "max_new_tokens=12]/items"] == 3
   key = json.load(open(os.path.join(out, "key.json")))
   assert set(key["models"]) == {sft_run, other} and key["settings"]["beams"] == 1
   options = registry.options_for(None, "human_export")

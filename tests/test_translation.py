@@ -1,6 +1,8 @@
 """Translation as chat: parallel text in, beam-searched answers out, BLEU from sacrebleu."""
 
 import gzip
+import json
+import os
 
 import numpy as np
 import pytest
@@ -86,14 +88,19 @@ def test_the_runs_bleu_curve_and_gptjax_eval_agree_and_are_sacrebleus(smoke_run,
   assert [r["step"] for r in during] == [10]
   after = evaluate.run_evaluators(smoke_run, ["bleu"])
   assert after["eval/bleu/bleu"] == during[0]["eval/bleu/bleu"]
+  curve = [r for r in read_metrics(smoke_run) if "eval/bleu/bleu" in r]
   prefix = _write(tmp_path / "test", SOURCES, TARGETS)
-  result = registry.EVALUATORS["bleu"](load_workdir(smoke_run), registry.with_overrides(
-      registry.options_for(load_workdir(smoke_run).config, "bleu"), "bleu",
-      [f"path={prefix}", "beams=2", "limit=0", "n_bootstrap=50"]))
-  hypotheses = [t["model"] for t in result.details["translations"]]
+  other = evaluate.run_evaluators(smoke_run, ["bleu"], overrides=[
+      f"path={prefix}", "beams=2", "limit=0", "n_bootstrap=50"])
+  label = "bleu[path=test,beams=2,limit=0,n_bootstrap=50]"  # another test set: filed apart
+  saved = json.load(open(os.path.join(smoke_run, "evals", "step_10", f"{label}.json")))
+  hypotheses = [t["model"] for t in saved["details"]["translations"]]
   assert len(hypotheses) == 5
-  assert result.figures["bleu"] == sacrebleu.corpus_bleu(hypotheses, [TARGETS]).score
-  assert "beam search, 2 beams" in result.markdown[0]
-  assert np.isfinite(result.figures["bleu_ci95"])
+  assert other[f"eval/{label}/bleu"] == sacrebleu.corpus_bleu(hypotheses, [TARGETS]).score
+  assert [r for r in read_metrics(smoke_run) if "eval/bleu/bleu" in r] == curve
+  assert registry.label_for("bleu", ["path=../d/test_2016_flickr/", "beams=5"]) == (
+      "bleu[path=test_2016_flickr,beams=5]")
+  assert "beam search, 2 beams" in open(other["tables"][label]).read()
+  assert np.isfinite(other[f"eval/{label}/bleu_ci95"])
   with pytest.raises(UserError, match="beams='x' is not a int"):
     registry.with_overrides(registry.options_for(None, "bleu"), "bleu", ["beams=x"])

@@ -60,6 +60,21 @@ def with_overrides(options: ml_collections.ConfigDict, name: str, overrides) -> 
   return options
 
 
+def label_for(name: str, overrides) -> str:
+  """What a result is filed under (metrics keys eval/LABEL/..., W/evals/step_N/LABEL.*): the
+  evaluator's name for the run's own settings; with overrides, they join the name (a path as
+  its last component), so a test-set figure never lands on the run's validation curve and
+  a greedy and a beam result on one checkpoint keep a file each."""
+  if not overrides:
+    return name
+  parts = []
+  for item in overrides:
+    key, _, value = item.partition("=")
+    parts.append(f"{key}={os.path.basename(value.rstrip('/')) or value}" if "/" in value
+                 else item)
+  return f"{name}[{','.join(parts)}]"
+
+
 def run(loaded, name: str, config=None) -> EvalResult:
   return EVALUATORS[name](loaded, options_for(config or loaded.config, name))
 
