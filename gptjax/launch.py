@@ -132,7 +132,7 @@ def _wait(procs, grace: float) -> int:
   how = f" ({signal.Signals(-code).name})" if code < 0 and -code in _SIGNALS else ""
   print(f"gptjax-launch: process {index} exited with code {code}{how}; exit codes {codes}",
         file=sys.stderr, flush=True)
-  return first_failure[1] if first_failure[1] > 0 else 128 - first_failure[1]
+  return code if code > 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
 
 
 def main(argv=None) -> None:
