@@ -33,9 +33,13 @@ setup(
     extras_require={
         # The tests compare with PyTorch references (benchmarks/), so they need torch too.
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.4,<3", "transformers>=4.42,<6",
-                "openai>=1.40,<4"],  # the server's tests drive it with the real client
+                "openai>=1.40,<4",  # the server's tests drive it with the real client
+                # A workdir and a corpus in gs://, tested against a local GCS emulator.
+                "gcsfs>=2024.6", "gcp-storage-emulator>=2024.8"],
         "gpu": ["jax[cuda12]>=0.7,<0.11"],
-        "tpu": ["jax[tpu]>=0.7,<0.11"],
+        # A run in a bucket: gcsfs for metrics, TensorBoard, corpora (Orbax brings its own).
+        "gcs": ["gcsfs>=2024.6"],
+        "tpu": ["jax[tpu]>=0.7,<0.11", "gcsfs>=2024.6"],
         "hf": ["transformers>=4.42,<6", "torch>=2.4,<3"],
         # PyTorch reference for benchmarks/ only; gptjax itself never imports torch.
         "bench": ["torch>=2.4,<3", "transformers>=4.42,<6"],

@@ -17,7 +17,6 @@ not a step at all for Orbax and is ignored.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from typing import Any, Callable
 
@@ -26,7 +25,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
-from gptjax import fingerprint
+from gptjax import fingerprint, storage
 from gptjax.errors import UserError, fixable_os_error, warn
 
 ITEMS = ("state", "data", "config", "tokenizer", "integrity")
@@ -36,7 +35,8 @@ IMPORTED_MARKER = "converted.json"
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  """Orbax reads and writes a gs:// folder itself (tensorstore), so a bucket works as-is."""
+  return storage.join(storage.absolute(workdir), "checkpoints")
 
 
 class DamagedCheckpoint(Exception):
@@ -220,7 +220,7 @@ class Checkpointer:
 
   def _move_aside(self, steps: list[int]) -> str:
     """Move damaged steps to WORKDIR/damaged_checkpoints/ (a new name if one is there)."""
-    dest_root = epath.Path(os.path.abspath(self.workdir)) / "damaged_checkpoints"
+    dest_root = epath.Path(storage.absolute(self.workdir)) / "damaged_checkpoints"
     if jax.process_index() == 0:
       dest_root.mkdir(parents=True, exist_ok=True)
       for step in steps:

@@ -19,11 +19,10 @@ the one evaluator named, and its results are then filed under a label of their o
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 
-from gptjax import sharding
+from gptjax import sharding, storage
 from gptjax.errors import UserError
 
 
@@ -48,8 +47,7 @@ def evaluate_workdir(workdir: str, split: str = "validation", step: int | None =
                        task.perplexity_of)
   results = {"step": loaded.step, "split": split, **results}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval_results.jsonl"), "a") as f:
-      f.write(json.dumps(results) + "\n")
+    storage.append_text(storage.join(workdir, "eval_results.jsonl"), json.dumps(results) + "\n")
   return results
 
 

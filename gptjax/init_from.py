@@ -15,14 +15,13 @@ The run records where it started in WORKDIR/init.json and in its saved config.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gptjax import checkpoint, lora
+from gptjax import checkpoint, lora, storage
 from gptjax.errors import UserError
 from gptjax.load import Loaded, load_workdir
 from gptjax.trainable import path_of
@@ -35,7 +34,7 @@ ADDED_HEADS = ("score_head",)  # a reward model's head starts fresh on a languag
 def _steps(init_cfg) -> list[int]:
   workdir = init_cfg.workdir
   steps = []
-  if os.path.isdir(workdir):
+  if storage.is_dir(workdir):
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
     steps = ckpt.all_steps()
     ckpt.close()
@@ -180,7 +179,7 @@ def load(source: Loaded, fresh, run, exclude: str = ""):
 
   needed = {p: x for p, x in src_flat.items() if plan.get(p) in ("load", "grow")}
   params = jax.jit(build, out_shardings=run.shardings.params, donate_argnums=(1,))(needed, fresh)
-  record = {"workdir": os.path.abspath(source.workdir), "step": source.step,
+  record = {"workdir": storage.absolute(source.workdir), "step": source.step,
             "loaded": sorted(p for p, how in plan.items() if how == "load"),
             "grown": sorted(p for p, how in plan.items() if how == "grow"),
             "fresh": sorted(p for p, how in plan.items() if how == "fresh"),
@@ -192,8 +191,7 @@ def record(workdir: str, started_from: dict, config_json: dict) -> None:
   """Write where the run started: init.json, and the resolved step into the saved config."""
   config_json.setdefault("init", {})["step"] = started_from["step"]
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "init.json"), "w") as f:
-      json.dump(started_from, f, indent=1)
+    storage.write_text(storage.join(workdir, "init.json"), json.dumps(started_from, indent=1))
 
 
 def describe(started_from: dict) -> str:

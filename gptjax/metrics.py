@@ -1,6 +1,7 @@
 """Metrics out: DIR/metrics.jsonl (one JSON object a line, each with "step") and TensorBoard.
 
-Also the model-FLOPs arithmetic for throughput and MFU.
+DIR may be a bucket (gs://...): see MetricsWriter. Also the model-FLOPs arithmetic for
+throughput and MFU.
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import jax
 
-from gptjax import chips
+from gptjax import chips, storage
 
 
 def peak_flops_per_device(device=None) -> float | None:
@@ -41,39 +43,71 @@ def model_flops_per_token(params, model_cfg, seq_len: int, causal: bool = False)
 
 
 class MetricsWriter:
-  """Writes from process 0 only; `truncate_after(step)` drops rows a resumed run will redo."""
+  """Writes from process 0 only; `truncate_after(step)` drops rows a resumed run will redo.
 
-  def __init__(self, workdir: str):
+  Locally each row is appended as it comes. In a bucket, where an object is rewritten whole
+  and takes about one update a second, rows are uploaded at most every `upload_secs`, and at
+  every `flush()`: the trainer flushes before each checkpoint, so a run resumed from any
+  checkpoint finds every row up to it. TensorBoard's events go the same way: written to a
+  local folder, uploaded with the rows (each run session writes an event file of its own).
+  """
+
+  def __init__(self, workdir: str, upload_secs: float = 30.0):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = storage.join(workdir, "metrics.jsonl")
+    self.remote = storage.is_url(workdir)
+    self.upload_secs = upload_secs
+    self._lines: list[str] = []  # in a bucket: the whole file, as it will be uploaded
+    self._unsent, self._sent_at = False, time.monotonic()
     self._tb = None
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
+      storage.makedirs(workdir)
+      if self.remote and storage.exists(self.path):
+        self._lines = read_lines(self.path)
       from tensorboardX import SummaryWriter  # imported late: only process 0 writes
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb_dir = storage.join(workdir, "tensorboard")
+      if self.remote:
+        import tempfile
+        self._tb_local = tempfile.mkdtemp(prefix="gptjax-tensorboard-")
+      self._tb = SummaryWriter(self._tb_local if self.remote else self._tb_dir)
 
   def truncate_after(self, step: int) -> None:
-    if not (self.enabled and os.path.exists(self.path)):
+    if not (self.enabled and storage.exists(self.path)):
       return
     kept = [line for line in read_lines(self.path) if json.loads(line)["step"] <= step]
-    with open(self.path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(self.path + ".tmp", self.path)
+    storage.write_text(self.path, "".join(kept))
+    self._lines = kept if self.remote else []
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.enabled:
       return
     row = {"step": int(step)}
     row.update({k: _to_python(v) for k, v in metrics.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
     for k, v in row.items():
       if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
         self._tb.add_scalar(k, v, step)
+    line = json.dumps(row) + "\n"
+    if self.remote:
+      self._lines.append(line)
+      self._unsent = True
+      if time.monotonic() - self._sent_at >= self.upload_secs:
+        self.flush()
+    else:
+      storage.append_text(self.path, line)
+
+  def flush(self) -> None:
+    """Everything written so far is in DIR (a no-op locally, where each row already is)."""
+    if self.enabled and self.remote:
+      if self._unsent:
+        storage.write_text(self.path, "".join(self._lines))
+        self._tb.flush()
+        storage.upload_tree(self._tb_local, self._tb_dir)
+        self._unsent, self._sent_at = False, time.monotonic()
 
   def close(self) -> None:
     if self._tb is not None:
       try:
+        self.flush()
         self._tb.close()
       except OSError as e:  # metrics.jsonl is written row by row; only TensorBoard's tail is lost
         from gptjax.errors import warn
@@ -98,18 +132,17 @@ def _abandon(summary_writer) -> None:
 
 
 def read_lines(path: str) -> list[str]:
-  with open(path) as f:
-    return [line for line in f if line.strip()]
+  return [line for line in storage.read_text(path).splitlines(keepends=True) if line.strip()]
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  return [json.loads(line) for line in read_lines(os.path.join(workdir, "metrics.jsonl"))]
+  return [json.loads(line) for line in read_lines(storage.join(workdir, "metrics.jsonl"))]
 
 
 def last_eval(workdir: str) -> dict:
   """The newest eval row of a run (without its step), or {} if it has none yet."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  rows = [r for r in read_metrics(workdir) if "eval/loss" in r] if os.path.exists(path) else []
+  path = storage.join(workdir, "metrics.jsonl")
+  rows = [r for r in read_metrics(workdir) if "eval/loss" in r] if storage.exists(path) else []
   return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from gptjax import storage
 from gptjax.metrics import read_metrics
 
 
@@ -13,7 +14,7 @@ def plot_loss_curve(workdir: str, path: str | None = None, title: str | None = N
   import matplotlib.pyplot as plt
 
   rows = read_metrics(workdir)
-  path = path or os.path.join(workdir, "loss_curve.png")
+  path = path or storage.join(workdir, "loss_curve.png")
   fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
   for key, style, label in (("train/loss", "-", "train (window mean)"),
                             ("eval/loss", "o-", "held-out (whole split)")):
@@ -27,11 +28,11 @@ def plot_loss_curve(workdir: str, path: str | None = None, title: str | None = N
                 ha="right")
   ax.set_xlabel("step")
   ax.set_ylabel("loss (nats/token)")
-  ax.set_title(title or os.path.basename(os.path.abspath(workdir)))
+  ax.set_title(title or os.path.basename(storage.absolute(workdir)))
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path)
+  _save(fig, path)
   plt.close(fig)
   return path
 
@@ -58,7 +59,7 @@ def plot_eval_curves(workdir: str, path: str | None = None) -> str | None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  path = path or os.path.join(workdir, "eval_curves.png")
+  path = path or storage.join(workdir, "eval_curves.png")
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), dpi=110,
                            squeeze=False)
   for ax, (name, keys, ref) in zip(axes[0], panels):
@@ -74,6 +75,12 @@ def plot_eval_curves(workdir: str, path: str | None = None) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
+  _save(fig, path)
   plt.close(fig)
   return path
+
+
+def _save(fig, path: str) -> None:
+  """Into a file or a bucket object (matplotlib writes either through a file object)."""
+  with storage.open_file(path, "wb") as f:
+    fig.savefig(f, format="png")

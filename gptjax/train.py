@@ -23,7 +23,7 @@ import ml_collections
 import optax
 
 from gptjax import checkpoint, distributed, init_from, metrics as metrics_lib, sharding
-from gptjax import state as state_lib, trainable, xla_flags
+from gptjax import state as state_lib, storage, trainable, xla_flags
 from gptjax.config import planned_vocab_size
 from gptjax.errors import Preempted, UserError, define_config_flag, run_app, run_cli, warn
 from gptjax.model import GPT, GPTConfig, count_params, padded
@@ -378,15 +378,15 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   """Train (or resume) to config.train.steps; returns the last eval metrics."""
   cfg = config
   join_processes(cfg)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  if storage.exists(workdir) and not storage.is_dir(workdir):
     raise UserError(f"--workdir={workdir} is a file, not a folder: choose another --workdir")
-  if os.path.exists(os.path.join(workdir, checkpoint.IMPORTED_MARKER)):
+  if storage.exists(storage.join(workdir, checkpoint.IMPORTED_MARKER)):
     raise UserError(f"--workdir={workdir} holds a model imported by gptjax-convert, a starting "
                     "point rather than a run to resume: train in a new --workdir with "
                     f"--config.init.workdir={workdir}")
   if cfg.init.workdir and cfg.init.get("architecture"):
     init_from.adopt_architecture(cfg)
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.checkpoint.keep,
                                  keep_best=cfg.checkpoint.keep_best)
   run, latest, state = _resume(ckpt, cfg, workdir)
@@ -457,7 +457,8 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
       for step in range(start, total):
         s = step + 1  # steps completed once this one is done
         if step == cfg.train.profile_start:
-          jax.profiler.start_trace(os.path.join(workdir, "profile"))
+          trace_dir, upload_to = _trace_folder(workdir)
+          jax.profiler.start_trace(trace_dir)
         if run.task.rollout is None:
           batch = next(batches)
         elif step % run.task.updates_per_rollout == 0 or batch is None:
@@ -477,6 +478,8 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
         if cfg.train.profile_start >= 0 and s == cfg.train.profile_start + cfg.train.profile_steps:
           jax.block_until_ready(dev_metrics)
           jax.profiler.stop_trace()
+          if upload_to:
+            storage.upload_tree(trace_dir, upload_to)
         progress.update(1)
 
         at_log, at_eval = s % cfg.train.log_every == 0, s % cfg.eval.every == 0 or s == total
@@ -495,6 +498,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
             progress.write(f"step {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in
                            eval_metrics.items() if k.endswith(("/loss", "perplexity"))))
         if at_ckpt:
+          writer.flush()  # a run resumed from this checkpoint finds every row up to it
           ckpt.save(s, state, batches.get_state(), config_json, tokenizer_json,
                     metrics=eval_metrics if at_eval else None)
         if at_eval or at_ckpt:  # keep their time out of the throughput figures
@@ -504,6 +508,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
         if s < total and preemption.reached(s):
           if not at_ckpt:
             drain()
+            writer.flush()
             ckpt.save(s, state, batches.get_state(), config_json, tokenizer_json)
           ckpt.wait()
           raise Preempted(f"SIGTERM: stopped after step {s} of {total} and saved checkpoint "
@@ -518,6 +523,16 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
       closing.callback(ckpt.close)
       ckpt.wait()
   return eval_metrics
+
+
+def _trace_folder(workdir: str) -> tuple[str, str | None]:
+  """(where jax.profiler writes, where to upload it after): it writes to this host's disk,
+  so a bucket workdir's trace goes to a local folder first."""
+  target = storage.join(workdir, "profile")
+  if not storage.is_url(workdir):
+    return target, None
+  import tempfile
+  return tempfile.mkdtemp(prefix="gptjax-profile-"), target
 
 
 def _progress_bar(enabled: bool, start: int, total: int):
@@ -562,7 +577,7 @@ def _finish(config, workdir: str, final: dict) -> None:
   from gptjax import plots
   print(json.dumps({k: round(v, 4) for k, v in final.items()}))
   path = plots.plot_loss_curve(workdir)
-  print(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}; loss curve: {path}")
+  print(f"metrics: {storage.join(workdir, 'metrics.jsonl')}; loss curve: {path}")
   curves = plots.plot_eval_curves(workdir)
   if curves:
     print(f"evaluator curves: {curves}")

@@ -68,7 +68,7 @@ def smoke_run(tmp_path_factory):
   """configs/translate_multi30k.py:smoke on the real Multi30k, with its periodic BLEU."""
   tmp = tmp_path_factory.mktemp("multi30k")
   config = load_config("translate_multi30k", "smoke")
-  if not parallel.os.path.exists(config.data.path + ".en.gz"):
+  if not os.path.exists(config.data.path + ".en.gz"):
     pytest.skip("../shared/data/multi30k not found beside the repo")
   config.data.data_dir = str(tmp / "data")
   train_lib.train(config, str(tmp / "w"))

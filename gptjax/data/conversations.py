@@ -20,12 +20,12 @@ Text before the first marker (none seen) is malformed: it belongs to no speaker.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import re
 
 import numpy as np
 
+from gptjax import storage
 from gptjax.data.sources import resolve_files
 from gptjax.errors import UserError
 
@@ -121,7 +121,7 @@ def detect_format(record) -> str:
 
 
 def _open(file: str):
-  return (gzip.open if file.endswith(".gz") else open)(file, "rt", encoding="utf-8-sig")
+  return storage.open_text(file, encoding="utf-8-sig")  # a local file or an object
 
 
 def _records(file: str):

@@ -11,9 +11,8 @@ the target only, and it translates by answering (gptjax.evals.translation).
 
 from __future__ import annotations
 
-import gzip
-import os
 
+from gptjax import storage
 from gptjax.errors import UserError
 
 LANGUAGES_FLAG = "--config.data.languages"
@@ -28,9 +27,8 @@ def languages(spec: str) -> tuple[str, str]:
 
 def _lines(prefix: str, language: str) -> list[str]:
   for path in (f"{prefix}.{language}", f"{prefix}.{language}.gz"):
-    if os.path.exists(path):
-      opener = gzip.open if path.endswith(".gz") else open
-      with opener(path, "rt", encoding="utf-8") as f:
+    if storage.exists(path):
+      with storage.open_text(path) as f:
         return [line.rstrip("\n") for line in f]
   raise UserError(f"no {prefix}.{language} or {prefix}.{language}.gz: data.path is the files' "
                   f"common prefix and {LANGUAGES_FLAG} their suffixes")

@@ -17,6 +17,7 @@ import uuid
 
 import numpy as np
 
+from gptjax import storage
 from gptjax.data import sources, tokenizers
 from gptjax.errors import UserError
 
@@ -31,6 +32,13 @@ class PreparedData:
 
 
 def data_dir(data) -> str:
+  """This host's cache of prepared data. It stays on local disk, in a run whose corpus and
+  workdir are in a bucket too: token streams are memory-mapped, and each host rebuilds the
+  same cache from the same corpus (its key fingerprints the corpus's objects)."""
+  if storage.is_url(data.data_dir):
+    raise UserError(f"--config.data.data_dir={data.data_dir}: the prepared-data cache is "
+                    "memory-mapped, so it must be a local folder (the default ~/.cache/gptjax "
+                    "is); a corpus in a bucket goes in --config.data.path=gs://...")
   return os.path.expanduser(data.data_dir or "~/.cache/gptjax")
 
 

@@ -5,12 +5,12 @@ prepared data is rebuilt whenever a file, its size or its modification time chan
 """
 
 import dataclasses
-import glob
 import hashlib
 import json
 import os
 from typing import Callable, Iterator
 
+from gptjax import storage
 from gptjax.errors import UserError
 
 PATH_FLAG = "--config.data.path"
@@ -52,19 +52,20 @@ def corpus_from_config(data, data_dir: str) -> Corpus:
 
 
 def resolve_files(path: str, pattern: str) -> list[str]:
-  """A file, the files under a folder matching `pattern` (** recursive), or a glob; sorted."""
-  path = os.path.expanduser(path)
-  if os.path.isfile(path):
+  """A file, the files under a folder matching `pattern` (** recursive), or a glob; sorted.
+  Local, or in a bucket (gs://...; then every name returned is a URL)."""
+  path = storage.absolute(path) if storage.is_url(path) else os.path.expanduser(path)
+  if storage.is_file(path):
     return [path]
-  if os.path.isdir(path):
-    matches = glob.glob(os.path.join(path, pattern), recursive=True)
+  if storage.is_dir(path):
+    matches = storage.glob(storage.join(path, pattern))
     what = f"no files matching --config.data.file_pattern={pattern!r} in {PATH_FLAG}={path}"
-  elif glob.has_magic(path):
-    matches = glob.glob(path, recursive=True)
+  elif storage.has_magic(path):
+    matches = storage.glob(path)
     what = f"no files match {PATH_FLAG}={path}"
   else:
     raise UserError(f"{PATH_FLAG}={path} does not exist (give a text file, a folder or a glob)")
-  files = sorted(f for f in matches if os.path.isfile(f))
+  files = sorted(f for f in matches if storage.is_file(f))
   if not files:
     raise UserError(what)
   return files
@@ -75,20 +76,18 @@ def local_corpus(path: str, pattern: str) -> Corpus:
   stats = []
   for f in files:
     try:
-      st = os.stat(f)
+      stats.append((storage.absolute(f), *storage.version(f)))
     except OSError as e:
-      raise UserError(f"cannot read {f} from {PATH_FLAG}: {e.strerror}") from None
-    stats.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
+      raise UserError(f"cannot read {f} from {PATH_FLAG}: {e.strerror or e}") from None
   return Corpus(fingerprint("files", stats), f"{PATH_FLAG}={path}", lambda: _read_files(files))
 
 
 def _read_files(files: list[str]) -> Iterator[str]:
   for f in files:
     try:
-      with open(f, encoding="utf-8") as fh:
-        yield fh.read()
+      yield storage.read_text(f)
     except (OSError, UnicodeDecodeError) as e:
-      why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+      why = (e.strerror or str(e)) if isinstance(e, OSError) else "not UTF-8 text"
       raise UserError(
           f"cannot read {f} ({why}): fix or exclude it via {PATH_FLAG} / --config.data.file_pattern"
       ) from None

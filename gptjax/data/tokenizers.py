@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from gptjax import storage
 from gptjax.errors import UserError
 
 PATH_FLAG = "--config.data.tokenizer.path"
@@ -173,10 +174,9 @@ def load_tokenizer(path: str) -> Tokenizer:
     from gptjax.data.hf_tokenizer import load_hf_folder
     return load_hf_folder(path if os.path.isdir(path) else os.path.dirname(path) or ".")
   try:
-    with open(os.path.expanduser(path), "rb") as f:
-      blob = f.read()
+    blob = storage.read_bytes(path)  # a local file or an object (gs://...)
   except OSError as e:
-    raise UserError(f"cannot read {PATH_FLAG}={path}: {e.strerror}") from None
+    raise UserError(f"cannot read {PATH_FLAG}={path}: {e.strerror or e}") from None
   try:
     if blob.lstrip().startswith(b"{"):
       return tokenizer_from_json(json.loads(blob))

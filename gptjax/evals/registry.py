@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from gptjax import storage
 from gptjax.errors import UserError
 from gptjax.evals import accuracy, bias_probes, human_export, translation
 from gptjax.evals.result import EvalResult
@@ -81,12 +82,11 @@ def run(loaded, name: str, config=None) -> EvalResult:
 
 def write_result(workdir: str, step: int, name: str, result: EvalResult) -> str:
   """W/evals/step_N/NAME.{md,json}; returns the Markdown path."""
-  out = os.path.join(workdir, "evals", f"step_{step}")
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, f"{name}.json"), "w") as f:
-    json.dump({"step": step, "figures": result.figures, "details": result.details}, f,
-              indent=1, default=float)
-  path = os.path.join(out, f"{name}.md")
-  with open(path, "w") as f:
-    f.write(f"Step {step} of {workdir}.\n\n" + "\n".join(result.markdown) + "\n")
+  out = storage.join(workdir, "evals", f"step_{step}")
+  storage.makedirs(out)
+  storage.write_text(storage.join(out, f"{name}.json"), json.dumps(
+      {"step": step, "figures": result.figures, "details": result.details}, indent=1,
+      default=float))
+  path = storage.join(out, f"{name}.md")
+  storage.write_text(path, f"Step {step} of {workdir}.\n\n" + "\n".join(result.markdown) + "\n")
   return path
