@@ -101,8 +101,10 @@ def test_rows_at_different_positions_decode_as_each_row_alone(model_and_params):
   for b, n in enumerate(lengths):
     one = [{k: c[k][b:b + 1] for k in c} for c in cache]
     _, alone = decode(params, nxt[b:b + 1], one, jnp.int32(n))
+    # The last layer's keys pass through the first layer computed at batch 3 or 1: float
+    # rounding differs with the CPU's vector width (1.7e-6 on an AVX-512 Xeon), as logits do.
     np.testing.assert_allclose(np.asarray(new[-1]["k"][b]), np.asarray(alone[-1]["k"][0]),
-                               atol=1e-6, rtol=0)
+                               atol=1e-5, rtol=0)
 
 
 def test_pick_rows_draws_each_row_as_pick_does_with_its_own_settings():
