@@ -64,11 +64,11 @@ def arm_flags(arm: str, steps: int, seed: int, target: str, chars: str, source_d
 
 def run_study(spec: str, source: str, target: str, source_steps: int, budgets: list[int],
               seeds: list[int], extra: list[str], root: str) -> dict:
-  os.makedirs(root, exist_ok=True)
-  source_text = plain_text(source, os.path.join(root, "source.txt"))
-  if not (os.path.isfile(source_text) and os.path.isfile(target)):
+  if not (os.path.isfile(source) and os.path.isfile(target)):
     raise UserError(f"--source={source} and --target={target} must both be text files "
                     "(.gz is read through gzip)")
+  os.makedirs(root, exist_ok=True)
+  source_text = plain_text(source, os.path.join(root, "source.txt"))
   chars = shared_vocabulary([storage.read_text(source_text), storage.read_text(target)],
                             os.path.join(root, "chars.json"))
   source_dir = os.path.join(root, "source")

@@ -109,6 +109,9 @@ class MetricsWriter:
       try:
         self.flush()
         self._tb.close()
+        if self.remote:  # uploaded: the local copy of the events is not needed any more
+          import shutil
+          shutil.rmtree(self._tb_local, ignore_errors=True)
       except OSError as e:  # metrics.jsonl is written row by row; only TensorBoard's tail is lost
         from gptjax.errors import warn
         warn(f"TensorBoard events in {os.path.dirname(self.path)} not flushed: {e}")

@@ -115,11 +115,16 @@ def write_text(path: str, text: str) -> None:
     with open_file(path, "w", encoding="utf-8") as f:
       f.write(text)
     return
-  path = os.path.expanduser(path)
+  write_atomically(os.path.expanduser(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def write_atomically(path: str, write) -> None:
+  """A local file written by `write(binary file)` under a temporary name, then renamed:
+  re-runs and racing processes only ever see complete files."""
   tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
   try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
+    with open(tmp, "wb") as f:
+      write(f)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -100,15 +100,25 @@ def runs(gcs, tmp_path_factory):
   train_lib.train(_tiny(tmp / "a", str(local_corpus)), local)
   remote = f"{gcs}/runs/tiny"
   config = _tiny(tmp / "b", f"{gcs}/corpus")
+  in_bucket_at_checkpoint = {}
+
+  def look_in_the_bucket(step, state):  # hooks run right after the step's checkpoint
+    if step == 10:
+      in_bucket_at_checkpoint.update(
+          rows=[r["step"] for r in metrics_lib.read_metrics(remote)],
+          events=storage.glob(f"{remote}/tensorboard/events.out.tfevents.*"))
   with pytest.raises(Killed):
-    train_lib.train(config, remote, hooks=[kill_at(15)])
+    train_lib.train(config, remote, hooks=[look_in_the_bucket, kill_at(15)])
   assert checkpoint.Checkpointer(remote).latest_step() == 10
   train_lib.train(config, remote)
-  return local, remote
+  return local, remote, in_bucket_at_checkpoint
 
 
 def test_a_run_in_a_bucket_resumes_there_and_equals_the_same_run_on_disk(runs):
-  local, remote = runs
+  local, remote, at_checkpoint = runs
+  # Rows are uploaded in batches, but every row up to a checkpoint is there when it is saved
+  # (a run killed outright resumes from it and finds them all).
+  assert at_checkpoint["rows"] == [5, 10, 10] and at_checkpoint["events"]
   assert_same_metrics(local, remote)
   a, b = load_workdir(local), load_workdir(remote)
   assert (a.step, b.step) == (20, 20)
@@ -120,7 +130,7 @@ def test_a_run_in_a_bucket_resumes_there_and_equals_the_same_run_on_disk(runs):
 
 
 def test_plots_eval_and_sampling_read_and_write_a_bucket_workdir(runs):
-  local, remote = runs
+  local, remote, _ = runs
   curve = plots.plot_loss_curve(remote)
   assert curve == f"{remote}/loss_curve.png"
   assert storage.read_bytes(curve).startswith(b"\x89PNG")
@@ -134,7 +144,7 @@ def test_plots_eval_and_sampling_read_and_write_a_bucket_workdir(runs):
 
 
 def test_a_run_starts_from_a_checkpoint_in_a_bucket(runs, tmp_path):
-  local, remote = runs
+  _, remote, _ = runs
   config = load_config("tiny")
   config.data.data_dir = str(tmp_path / "data")
   config.init.workdir = remote
@@ -146,6 +156,15 @@ def test_a_run_starts_from_a_checkpoint_in_a_bucket(runs, tmp_path):
   assert start and start[0]["eval/loss"] == pytest.approx(source["eval/loss"], rel=1e-5)
   recorded = storage.read_text(str(tmp_path / "w" / "init.json"))
   assert f'"workdir": "{remote}"' in recorded
+
+
+def test_a_profile_trace_of_a_bucket_run_is_uploaded_there(gcs, tmp_path):
+  config = _tiny(tmp_path, str(tmp_path))
+  config.data.path = load_config("tiny").data.path
+  config.train.steps = config.checkpoint.every = config.eval.every = 2
+  config.train.profile_start, config.train.profile_steps = 0, 1
+  train_lib.train(config, f"{gcs}/runs/profiled")
+  assert storage.glob(f"{gcs}/runs/profiled/profile/**/*.xplane.pb")
 
 
 def test_metrics_reach_the_bucket_in_batches_and_in_full_at_each_flush(gcs):

@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import time
-import uuid
 
 import numpy as np
 
@@ -40,17 +39,6 @@ def data_dir(data) -> str:
                     "memory-mapped, so it must be a local folder (the default ~/.cache/gptjax "
                     "is); a corpus in a bucket goes in --config.data.path=gs://...")
   return os.path.expanduser(data.data_dir or "~/.cache/gptjax")
-
-
-def _write_atomically(path: str, write) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-  try:
-    with open(tmp, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _tokenizer_settings(tok) -> tuple:
@@ -93,7 +81,7 @@ def _tokenizer(tok, folder: str, records) -> tokenizers.Tokenizer:
     return tokenizers.load_tokenizer(path)
   tokenizer = _train_tokenizer(tok, records())
   blob = json.dumps(tokenizer.to_json()).encode()
-  _write_atomically(path, lambda f: f.write(blob))
+  storage.write_atomically(path, lambda f: f.write(blob))
   return tokenizer
 
 
@@ -101,7 +89,7 @@ def _tokens(tokenizer, path: str, pieces) -> np.ndarray:
   if not os.path.exists(path):
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.int32  # half the disk and RAM
     ids = tokenizers.encode_documents(tokenizer, pieces()).astype(dtype)
-    _write_atomically(path, lambda f: np.save(f, ids))
+    storage.write_atomically(path, lambda f: np.save(f, ids))
   return np.load(path, mmap_mode="r")
 
 
