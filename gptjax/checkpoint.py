@@ -171,6 +171,18 @@ class Checkpointer:
         raise DamagedCheckpoint(step, "its tokenizer is not a JSON object")
     return out.config, out.tokenizer
 
+  def param_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+    """'wte', 'block_0/attn/wq', ... -> shape, from the state's metadata: no array is read."""
+    with self.reading(step):
+      tree = ocp.PyTreeCheckpointHandler().metadata(
+          epath.Path(self.manager.directory) / str(step) / "state").tree
+      params = tree.get("params") if isinstance(tree, dict) else None
+      if not isinstance(params, dict):
+        raise DamagedCheckpoint(step, "its state holds no parameters")
+      return {"/".join(str(k.key) for k in path): tuple(leaf.shape)
+              for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+              if hasattr(leaf, "shape")}
+
   def restore_data_state(self, step: int) -> dict:
     """The data-iterator position saved with `step`."""
     with self.reading(step):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import ml_collections
@@ -67,7 +68,9 @@ def _load_step(ckpt: checkpoint.Checkpointer, step: int, mesh=None) -> Loaded:
   with ckpt.reading(step):
     config = ml_collections.ConfigDict(config_json)
     tokenizer = tokenizer_from_json(tokenizer_json)
-    model = GPT(GPTConfig.from_config(config, tokenizer.vocab_size))
+    cfg = GPTConfig.from_config(config, tokenizer.vocab_size)
+  _check_config_fits_arrays(ckpt, step, cfg)
+  model = GPT(cfg)
   mesh = mesh or inference_mesh(config)
   params_abstract, params_shardings = state_lib.abstract_params(model, mesh,
                                                                 replicate_indivisible=True)
@@ -75,3 +78,27 @@ def _load_step(ckpt: checkpoint.Checkpointer, step: int, mesh=None) -> Loaded:
       step, checkpoint.abstract_with_shardings(params_abstract, params_shardings))
   return Loaded(config=config, model=model, params=params, tokenizer=tokenizer, mesh=mesh,
                 step=step, workdir=ckpt.workdir)
+
+
+def _check_config_fits_arrays(ckpt: checkpoint.Checkpointer, step: int, cfg: GPTConfig):
+  """A checkpoint's config against its arrays' metadata, before the model is built from it:
+  a config edited to 100,000 layers or a billion positions would otherwise be traced (for
+  minutes, or allocating GiBs) before the restore found the arrays do not match. Checks
+  what sets that cost: the layer count and the tables' and a layer's shapes."""
+  shapes = ckpt.param_shapes(step)
+  layers = {path.split("/")[0] for path in shapes if re.fullmatch(r"block_\d+/.*", path)}
+  if len(layers) != cfg.num_layers:
+    raise checkpoint.DamagedCheckpoint(step, f"its config says model.num_layers="
+                                       f"{cfg.num_layers} but its arrays hold {len(layers)} "
+                                       "layers")
+  D, N, K, H, V = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim, cfg.vocab_size
+  expected = {"wte": (V, D), "block_0/attn/wq": (D, N, H), "block_0/attn/wk": (D, K, H),
+              "block_0/attn/wo": (N, H, D), "block_0/mlp/wo": (cfg.hidden_dim, D)}
+  if cfg.positions == "learned":
+    expected["wpe"] = (cfg.max_len, D)
+  if not cfg.tie_embeddings:
+    expected["lm_head"] = (D, V)
+  for path, shape in expected.items():
+    if shapes.get(path) != shape:
+      raise checkpoint.DamagedCheckpoint(step, f"its config gives {path} the shape {shape} "
+                                         f"but its array is {shapes.get(path, 'missing')}")

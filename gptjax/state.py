@@ -35,8 +35,10 @@ def _dummy_tokens(model: GPT, mesh) -> jax.Array:
 
 def abstract_params(model: GPT, mesh, replicate_indivisible: bool = False):
   """(unboxed abstract params, their shardings)."""
-  tokens = _dummy_tokens(model, mesh)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens)["params"])
+  # The dummy tokens are made inside eval_shape, so they are shapes only: a context of a
+  # billion positions (a hostile config) costs nothing before it is compared with the arrays.
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                            _dummy_tokens(model, mesh))["params"])
   return nn.unbox(boxed), sharding.param_shardings(mesh, boxed, replicate_indivisible)
 
 

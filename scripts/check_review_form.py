@@ -18,9 +18,11 @@ import tempfile
 
 from gptjax.evals import review_import, review_pack
 
-PROMPTS = ["Translate to German: a dog runs.", "Name a colour.", "What is two plus two?"]
+# The third prompt holds what once broke the page (its data element swallowed the script).
+PROMPTS = ["Translate to German: a dog runs.", "Name a colour.",
+           "What is two plus two? <!--<script> </script> & __TITLE__"]
 OUTPUTS = {"model_x": ["Ein Hund rennt.", "Blue.", "Four."],
-           "model_y": ["Hund Hund.", "I like cake.", "It is 5."]}
+           "model_y": ["Hund Hund.", "I like cake.", "It is 5. <!--"]}
 
 
 def check(chromium: str, screenshot: str) -> None:

@@ -9,8 +9,10 @@ is then its own test.
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 import pathlib
+import pickle
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 from conftest import REPO
 from gptjax import train as train_lib
 from gptjax.config import sibling_config
+from test_hostile_files import tiny_gpt2
 
 
 @dataclasses.dataclass
@@ -98,6 +101,40 @@ def disk_full(t, w):
     unmount()
     raise
   return unmount
+
+
+CONVERT = ("gptjax.interop.convert", ["--from_hf={T}/hf", "--workdir={T}/imported"])
+
+
+def hf_config(*drop, **changes):
+  """The tiny GPT-2 folder with fields of its config.json changed or dropped."""
+  def setup(t, w):
+    path = tiny_gpt2(t / "hf", **changes) / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in config.items() if k not in drop}))
+  return setup
+
+
+def hf_file(name: str, edit: Callable[[bytes], bytes]):
+  """The tiny GPT-2 folder with file `name` rewritten as edit(its bytes)."""
+  def setup(t, w):
+    path = tiny_gpt2(t / "hf") / name
+    path.write_bytes(edit(path.read_bytes()))
+  return setup
+
+
+def safetensors_header(edit: Callable[[dict], dict]):
+  """model.safetensors with its JSON header rewritten (the data left as it was)."""
+  def rewrite(data: bytes) -> bytes:
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(edit(json.loads(data[8:8 + n]))).encode()
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
+  return hf_file("model.safetensors", rewrite)
+
+
+def past_the_end(header: dict) -> dict:
+  header["transformer.wte.weight"]["data_offsets"][1] += 10**6
+  return header
 
 
 CASES = [
@@ -221,12 +258,44 @@ CASES = [
     Case("plan-misspelt-key", "gptjax.plan", ["--config=configs/gpt2.py:124m",
                                               "--config.model.num_layerz=2"],
          "did you mean --config.model.num_layers?"),
+    # gptjax-convert on a downloaded folder (test_hostile_files: configs larger than it)
+    Case("convert-header-length-huge", *CONVERT,
+         "header length 4,611,686,018,427,387,904 exceeds the file's",
+         hf_file("model.safetensors", lambda b: (2**62).to_bytes(8, "little") + b[8:])),
+    Case("convert-header-longer-than-the-file", *CONVERT, "exceeds the file's",
+         hf_file("model.safetensors", lambda b: len(b).to_bytes(8, "little") + b[8:])),
+    Case("convert-header-not-json", *CONVERT,
+         "model.safetensors is not a readable safetensors file (invalid JSON in header",
+         hf_file("model.safetensors", lambda b: b[:8] + b"!" + b[9:])),
+    Case("convert-offsets-past-the-end", *CONVERT,
+         "model.safetensors is not a readable safetensors file (invalid shape, data type, "
+         "or offset", safetensors_header(past_the_end)),
+    Case("convert-pickle-renamed", *CONVERT, "model.safetensors holds a pickle",
+         hf_file("model.safetensors", lambda b: pickle.dumps({"wte": [0.5] * 1000}))),
+    Case("convert-config-not-json", *CONVERT, "config.json is not valid JSON",
+         hf_file("config.json", lambda b: b"{model_type: gpt2")),
+    Case("convert-config-a-list", *CONVERT, "config.json holds a JSON list, not an object",
+         hf_file("config.json", lambda b: b"[]")),
+    Case("convert-config-lacks-n_layer", *CONVERT, "config.json lacks n_layer",
+         hf_config("n_layer")),
+    Case("convert-n_layer-a-string", *CONVERT,
+         "config.json n_layer='2': must be a positive integer", hf_config(n_layer="2")),
+    Case("convert-n_layer-a-fraction", *CONVERT,
+         "config.json n_layer=2.5: must be a positive integer", hf_config(n_layer=2.5)),
+    Case("convert-no-heads", *CONVERT, "config.json n_head=0: must be a positive integer",
+         hf_config(n_head=0)),
+    Case("convert-negative-width", *CONVERT,
+         "config.json n_embd=-16: must be a positive integer", hf_config(n_embd=-16)),
+    Case("convert-vocabulary-1e10", *CONVERT,
+         "config.json vocab_size=10000000000.0: must be a positive integer",
+         hf_config(vocab_size=1e10)),
 ]
 
 
 SCRIPTS = {"gptjax.train": "gptjax-train", "gptjax.evaluate": "gptjax-eval",
            "gptjax.generate": "gptjax-sample", "gptjax.data.prepare": "gptjax-prepare",
-           "gptjax.plan": "gptjax-plan", "gptjax.lora_cli": "gptjax-lora"}
+           "gptjax.plan": "gptjax-plan", "gptjax.lora_cli": "gptjax-lora",
+           "gptjax.interop.convert": "gptjax-convert"}
 
 
 def command_line(module: str) -> list[str]:

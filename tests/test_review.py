@@ -139,3 +139,31 @@ def test_human_export_of_two_checkpoints_then_import(sft_run, tmp_path):
   summary = review_import.import_ratings(os.path.join(out, "key.json"),
                                          [_fill(out, "ann", prefer_first)])
   assert summary["win_rate"][sft_run]["rate"] == 1.0
+
+
+HOSTILE = ["<!--<script>", "</script>", "<!--", "-->", "]]>", "&amp;", "line\u2028sep\u2029",
+           "\"quoted\" 'single' back\\slash \\u003c", "__TITLE__ __DATA__", "</SCRIPT >x<!-- <script"]
+
+
+def test_the_form_shows_any_text(tmp_path):
+  """Texts that would end the data element early or push the HTML tokenizer into its script
+  "escaped" states (where the page's main script gets swallowed into the data) come back
+  exactly when the page reads its data."""
+  outputs = {"a": [t[::-1] for t in HOSTILE], "b": [t + "<script>" for t in HOSTILE]}
+  review_pack.write_pack(str(tmp_path), HOSTILE, outputs, "pairwise", seed=0)
+  page = open(tmp_path / "pack.html", encoding="utf-8").read()
+  opening = '<script id="data" type="application/json">'
+  start = page.index(opening) + len(opening)
+  data = page[start:page.lower().index("</script", start)]
+  # In the tokenizer's script data state only "<" can start anything (HTML spec 13.2.5.4), so
+  # with none in the data the element ends at its own closing tag, whatever the texts are.
+  assert "<" not in data, f"raw < in the data: ...{data[data.find('<') - 12:][:32]}..."
+  assert page.lower().count("</script") == 2  # the data's closing tag and the main script's
+  key = json.load(open(tmp_path / "key.json"))
+  items = json.loads(data)["items"]
+  assert len(items) == len(HOSTILE)
+  for item in items:
+    entry = key["items"][item["item"]]
+    assert item["prompt"] == HOSTILE[entry["prompt_index"]]
+    for side in "AB":
+      assert item[f"output_{side}"] == outputs[entry[side]][entry["prompt_index"]]

@@ -88,10 +88,17 @@ def write_sheet(path: str, rows: list[dict], columns: list[str] | None = None) -
 
 
 def _html(items, columns, kind, sides, pack_id) -> str:
-  # The items go in as JSON in a script element: "</" is escaped so no text can close it.
+  # The items go in as JSON in a script element. Escaping only "</" is not enough: "<!--" and
+  # "<script" put the tokenizer in its script "escaped" states, where the element runs on past
+  # its closing tag and swallows the page's main script. With no "<" at all the data can only
+  # end at its own tag; JSON.parse reads \u003c and the like back as the same text. ensure_ascii
+  # (the default) already writes U+2028/U+2029 as escapes.
   data = json.dumps({"items": items, "columns": columns, "kind": kind, "sides": sides,
-                     "criteria": CRITERIA, "id": pack_id}).replace("</", "<\\/")
-  return _PAGE.replace("__DATA__", data).replace("__TITLE__", html.escape(pack_id))
+                     "criteria": CRITERIA, "id": pack_id})
+  for char in "<>&":
+    data = data.replace(char, f"\\u{ord(char):04x}")
+  # The title first: filled in last it would also rewrite "__TITLE__" in a text.
+  return _PAGE.replace("__TITLE__", html.escape(pack_id)).replace("__DATA__", data, 1)
 
 
 _PAGE = """<!doctype html>

@@ -68,6 +68,36 @@ def _hf_names(reader: Reader, family: str) -> dict[str, str]:
   return names
 
 
+def _check_headers(hf_dir: str, family: str, cfg: GPTConfig, reader: Reader,
+                   names: dict[str, str]) -> list[families.Rule]:
+  """The rules that place `hf_dir`'s tensors, once config.json is found to describe them:
+  every tensor the model needs is there with the shape the config gives it, and none is
+  left over. Shapes come from the safetensors headers, so a config.json that asks for more
+  than the files hold (a billion positions, 100,000 layers) is refused in milliseconds
+  instead of building that model first."""
+  layers = families.layers_in(family, names)
+  if cfg.num_layers > len(layers):
+    field = hf_config.layers_field(family)
+    raise UserError(f"config.json {field}={cfg.num_layers} but the tensors of {hf_dir} hold "
+                    f"{len(layers)} layers: config.json does not describe this checkpoint")
+  rules, dims = families.rules_for(family, cfg.num_layers, _flags(cfg)), families.hf_dims(cfg)
+  for rule in rules:
+    if rule.hf not in names:
+      raise UserError(f"{hf_dir} lacks tensor {rule.hf} that a {family} model with this "
+                      "config.json has: the checkpoint is incomplete or of another model")
+    found, expected = reader.shape(names[rule.hf]), rule.hf_shape(dims)
+    if found != expected:
+      raise UserError(f"tensor {rule.hf} of shape {found} does not fit config.json, which "
+                      f"gives it {expected}: config.json does not describe this checkpoint")
+  used = {rule.hf for rule in rules}
+  left = [n for n in names if n not in used and not n.endswith(families.IGNORED_SUFFIXES)
+          and not (n == "lm_head.weight" and cfg.tie_embeddings)]
+  if left:
+    raise UserError(f"{len(left)} tensor(s) of {hf_dir} have no place in the model, first "
+                    f"{left[0]}: config.json does not describe this checkpoint")
+  return rules
+
+
 def import_hf(hf_dir: str, workdir: str, tokenizer=None,
               chat_template: str | None = KEEP_TEMPLATE) -> dict:
   """Writes `hf_dir`'s model as checkpoint step 0 of `workdir`; returns a summary.
@@ -80,14 +110,15 @@ def import_hf(hf_dir: str, workdir: str, tokenizer=None,
   ckpt_dir = checkpoint.checkpoint_dir(workdir)
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     raise UserError(f"--workdir={workdir} already holds checkpoints: import into a new folder")
-  with open(config_path) as f:
-    hf = json.load(f)
+  hf = hf_config.read(config_path)
   family = hf_config.family_of(hf)
-  settings = hf_config.model_settings(hf)
+  config = run_config(hf_config.model_settings(hf))
+  cfg = GPTConfig.from_config(config, 0)  # the vocabulary is config.json's
+  reader = Reader(hf_dir)
+  names = _hf_names(reader, family)
+  rules = _check_headers(hf_dir, family, cfg, reader, names)  # before building anything
   if tokenizer is None:
     tokenizer = tokenizer_io.import_tokenizer(hf_dir, chat_template)
-  config = run_config(settings)
-  cfg = GPTConfig.from_config(config, tokenizer.vocab_size)
   if tokenizer.vocab_size > cfg.vocab_size:
     raise UserError(f"the tokenizer has {tokenizer.vocab_size} ids but config.json "
                     f"vocab_size={cfg.vocab_size}: the checkpoint and its tokenizer disagree")
@@ -96,14 +127,8 @@ def import_hf(hf_dir: str, workdir: str, tokenizer=None,
   flat_abstract = {path_of(p): x for p, x in jax.tree_util.tree_leaves_with_path(abstract)}
   flat_shardings = {path_of(p): s for p, s in jax.tree_util.tree_leaves_with_path(shardings)}
 
-  reader = Reader(hf_dir)
-  names = _hf_names(reader, family)
-  placed, used = {}, set()
-  for rule in families.rules_for(family, cfg.num_layers, _flags(cfg)):
-    if rule.hf not in names:
-      raise UserError(f"{hf_dir} lacks tensor {rule.hf} that a {family} model with this "
-                      "config.json has: the checkpoint is incomplete or of another model")
-    used.add(rule.hf)
+  placed = {}
+  for rule in rules:
     source = reader.get(names[rule.hf])
     shapes = [flat_abstract[o].shape for o in rule.ours]
     try:
@@ -114,11 +139,6 @@ def import_hf(hf_dir: str, workdir: str, tokenizer=None,
     for path, array in zip(rule.ours, arrays):
       placed[path] = jax.device_put(array, flat_shardings[path])
     del source, arrays
-  left = [n for n in names if n not in used and not n.endswith(families.IGNORED_SUFFIXES)
-          and not (n == "lm_head.weight" and cfg.tie_embeddings)]
-  if left:
-    raise UserError(f"{len(left)} tensor(s) of {hf_dir} have no place in the model, first "
-                    f"{left[0]}: config.json does not describe this checkpoint")
   params = jax.tree_util.tree_map_with_path(lambda p, _: placed[path_of(p)], abstract)
 
   ckpt = checkpoint.Checkpointer(workdir, keep=1)

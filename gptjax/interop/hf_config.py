@@ -4,12 +4,77 @@ never converted into a model that silently differs."""
 
 from __future__ import annotations
 
+import json
+import os
+
 from gptjax.errors import UserError, warn
 from gptjax.model import GPTConfig
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
                  "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 GPT2_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exact"}
+
+
+def read(path: str) -> dict:
+  """config.json as a dict, or one line saying why it is not one."""
+  if not os.path.isfile(path):  # a FIFO or a device would block or never end
+    raise UserError(f"{path} is not a regular file: a checkpoint's config.json is a JSON file")
+  if os.path.getsize(path) > _MAX_CONFIG_BYTES:
+    raise UserError(f"{path} is {os.path.getsize(path):,} bytes, not a config.json (a few "
+                    "KiB): download the checkpoint again")
+  try:
+    with open(path, "rb") as f:
+      hf = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    where = (f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError)
+             else "")
+    raise UserError(f"{path} is not valid JSON ({getattr(e, 'msg', e)}{where}): fix it or "
+                    "download the checkpoint again") from None
+  if not isinstance(hf, dict):
+    raise UserError(f"{path} holds a JSON {_JSON_TYPES.get(type(hf), type(hf).__name__)}, "
+                    "not an object of model settings: download the checkpoint again")
+  return hf
+
+
+_MAX_CONFIG_BYTES = 16 * 2**20
+_JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+_REQUIRED = object()
+
+
+def _size(hf: dict, field: str, default=_REQUIRED) -> int:
+  """A dimension: a positive JSON integer (not "2", 2.5, 1e10 or true)."""
+  value = hf.get(field)
+  if value is None and default is not _REQUIRED:
+    return default
+  if field not in hf:
+    raise UserError(f"config.json lacks {field}, which a {hf.get('model_type')} model "
+                    "needs: add it or download the checkpoint again")
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise UserError(f"config.json {field}={value!r}: must be a positive integer")
+  return value
+
+
+def _number(section: dict, field: str, default=_REQUIRED, label: str = "") -> float:
+  """A positive float setting (an epsilon, RoPE's theta or factors)."""
+  value = section.get(field, default)
+  if value is _REQUIRED:
+    raise UserError(f"config.json {label}lacks {field}: add it or download the checkpoint "
+                    "again")
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e30:
+    raise UserError(f"config.json {label}{field}={value!r}: must be a positive number")
+  return float(value)
+
+
+def _object(hf: dict, field: str) -> dict:
+  value = hf.get(field)
+  if value is not None and not isinstance(value, dict):
+    raise UserError(f"config.json {field} must be an object or null, not {value!r}")
+  return dict(value or {})
+
+
+def layers_field(family: str) -> str:
+  return "n_layer" if family == "gpt2" else "num_hidden_layers"
 
 
 def family_of(hf: dict) -> str:
@@ -28,56 +93,67 @@ def _refuse(ok: bool, field: str, why: str) -> None:
 def _rope(hf: dict) -> dict:
   """RoPE settings from either transformers 5's `rope_parameters` or 4.x's `rope_theta` +
   `rope_scaling`."""
-  params = dict(hf.get("rope_parameters") or {})
-  scaling = dict(hf.get("rope_scaling") or {})
-  theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+  params, scaling = _object(hf, "rope_parameters"), _object(hf, "rope_scaling")
+  theta = _number(params, "rope_theta", _number(hf, "rope_theta", 10000.0), "rope_parameters.")
   kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-  source = params if params.get("rope_type") else scaling
-  out = {"rope_theta": float(theta), "rope_scaling": ""}
+  source, label = ((params, "rope_parameters.") if params.get("rope_type")
+                   else (scaling, "rope_scaling."))
+  out = {"rope_theta": theta, "rope_scaling": ""}
   if kind == "llama3":
-    out.update(rope_scaling="llama3", rope_factor=float(source["factor"]),
-               rope_low_freq_factor=float(source["low_freq_factor"]),
-               rope_high_freq_factor=float(source["high_freq_factor"]),
-               rope_original_max_len=int(source["original_max_position_embeddings"]))
+    out.update(rope_scaling="llama3", rope_factor=_number(source, "factor", label=label),
+               rope_low_freq_factor=_number(source, "low_freq_factor", label=label),
+               rope_high_freq_factor=_number(source, "high_freq_factor", label=label),
+               rope_original_max_len=int(_number(source, "original_max_position_embeddings",
+                                                 label=label)))
   else:
     _refuse(kind == "default", "rope type", f"{kind!r} (supported: default, llama3)")
   return out
 
 
 def model_settings(hf: dict) -> dict:
-  """gptjax `config.model` fields for a Hugging Face config.json."""
+  """gptjax `config.model` fields for a Hugging Face config.json. Every size is checked to
+  be a positive integer here, before anything is built from it."""
   family = family_of(hf)
+  vocab, layers = _size(hf, "vocab_size"), _size(hf, layers_field(family))
   if family == "gpt2":
     act = hf.get("activation_function", "gelu_new")
     _refuse(act in GPT2_ACTIVATIONS, "activation_function", repr(act))
     _refuse(hf.get("scale_attn_weights", True), "scale_attn_weights", "false")
     _refuse(not hf.get("scale_attn_by_inverse_layer_idx", False),
             "scale_attn_by_inverse_layer_idx", "true")
-    return dict(vocab_size=hf["vocab_size"], num_layers=hf["n_layer"], num_heads=hf["n_head"],
-                num_kv_heads=0, embed_dim=hf["n_embd"], mlp_dim=hf.get("n_inner") or 0,
-                max_len=hf["n_positions"], use_bias=True, qkv_bias=False, positions="learned",
-                norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-                mlp=GPT2_ACTIVATIONS[act], tie_embeddings=hf.get("tie_word_embeddings", True),
+    heads, width = _size(hf, "n_head"), _size(hf, "n_embd")
+    if width % heads:
+      raise UserError(f"config.json n_embd={width} must divide by n_head={heads}")
+    return dict(vocab_size=vocab, num_layers=layers, num_heads=heads, num_kv_heads=0,
+                embed_dim=width, mlp_dim=_size(hf, "n_inner", 0),
+                max_len=_size(hf, "n_positions"), use_bias=True, qkv_bias=False,
+                positions="learned", norm="layernorm",
+                norm_eps=_number(hf, "layer_norm_epsilon", 1e-5), mlp=GPT2_ACTIVATIONS[act],
+                tie_embeddings=hf.get("tie_word_embeddings", True),
                 rope_scaling="")
-  heads, width = hf["num_attention_heads"], hf["hidden_size"]
+  heads, width = _size(hf, "num_attention_heads"), _size(hf, "hidden_size")
   _refuse(hf.get("hidden_act", "silu") == "silu", "hidden_act", repr(hf.get("hidden_act")))
-  head_dim = hf.get("head_dim") or width // heads
+  head_dim = _size(hf, "head_dim", width // heads or 1)
   _refuse(head_dim * heads == width, "head_dim",
           f"{head_dim} x {heads} heads != hidden_size {width}")
+  kv_heads = _size(hf, "num_key_value_heads", heads)
+  if heads % kv_heads:
+    raise UserError(f"config.json num_attention_heads={heads} must divide by "
+                    f"num_key_value_heads={kv_heads}")
   _refuse(not hf.get("attention_bias", False) or family == "qwen2", "attention_bias",
           "true (biases on every attention projection)")
   _refuse(not hf.get("mlp_bias", False), "mlp_bias", "true")
-  max_len = hf["max_position_embeddings"]
-  window = hf.get("sliding_window") if hf.get("use_sliding_window", family == "mistral") else None
+  max_len = _size(hf, "max_position_embeddings")
+  window = (_size(hf, "sliding_window", None) if hf.get("use_sliding_window", family == "mistral")
+            else None)
   if window and window < max_len:
     warn(f"config.json sliding_window={window}: the model attends to at most {window} "
          f"positions, so its context here is {window} (exact up to that length)")
     max_len = window
-  return dict(vocab_size=hf["vocab_size"], num_layers=hf["num_hidden_layers"], num_heads=heads,
-              num_kv_heads=hf.get("num_key_value_heads") or heads, embed_dim=width,
-              mlp_dim=hf["intermediate_size"], max_len=max_len, use_bias=False,
-              qkv_bias=family == "qwen2", positions="rope", norm="rmsnorm",
-              norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu",
+  return dict(vocab_size=vocab, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads,
+              embed_dim=width, mlp_dim=_size(hf, "intermediate_size"), max_len=max_len,
+              use_bias=False, qkv_bias=family == "qwen2", positions="rope", norm="rmsnorm",
+              norm_eps=_number(hf, "rms_norm_eps", 1e-6), mlp="swiglu",
               tie_embeddings=hf.get("tie_word_embeddings", False), **_rope(hf))
 
 

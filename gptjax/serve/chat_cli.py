@@ -72,6 +72,8 @@ class Chat:
       for event in self.engine.step():
         if event.request_id != request:
           continue
+        if event.error:
+          raise RuntimeError(event.error)
         if event.token_id != self.end:
           write(text.add(event.token_id))
         finished = event.finished is not None

@@ -34,6 +34,7 @@ from gptjax.model import GPT, GPTConfig, init_cache
 
 TOP_LOGPROBS = 20
 MAX_STOP_IDS = 8
+INT32_MAX = 2**31 - 1  # top_k and max_tokens travel to the device as int32
 
 _compilations = [0]
 _listening = []
@@ -72,10 +73,13 @@ class SamplingParams:
 
   def check(self) -> None:
     problems = [
-        (self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}"),
-        (self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
+        (1 <= self.max_tokens <= INT32_MAX,
+         f"max_tokens must be in [1, {INT32_MAX}], got {self.max_tokens}"),
+        (0 <= self.temperature < float("inf"),
+         f"temperature must be >= 0 and finite, got {self.temperature}"),
         (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
-        (self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}"),
+        (0 <= self.top_k <= INT32_MAX,
+         f"top_k must be in [0, {INT32_MAX}] (0 = off), got {self.top_k}"),
         (0 <= self.logprobs <= TOP_LOGPROBS,
          f"logprobs must be in [0, {TOP_LOGPROBS}], got {self.logprobs}"),
         (len(self.stop_token_ids) <= MAX_STOP_IDS, f"at most {MAX_STOP_IDS} stop token ids"),
@@ -91,7 +95,8 @@ class TokenEvent:
   token_id: int
   logprob: float
   top_logprobs: list[tuple[int, float]]  # (token id, log-prob), most likely first
-  finished: str | None  # None, "stop" (a stop token) or "length" (max_tokens, context)
+  finished: str | None  # None, "stop" (a stop token), "length" (max_tokens, context), "error"
+  error: str | None = None  # why the request failed ("error"): it alone, the others go on
 
 
 def power_of_two_buckets(max_len: int, smallest: int = 16) -> tuple[int, ...]:
@@ -199,7 +204,14 @@ class Engine:
     one decode step for every occupied slot."""
     events = []
     while self.waiting and None in self.slots:
-      events.append(self._admit(self.slots.index(None), *self.waiting.popleft()))
+      slot = self.slots.index(None)
+      request_id, prompt, params = self.waiting.popleft()
+      try:
+        events.append(self._admit(slot, request_id, prompt, params))
+      except Exception as e:  # noqa: BLE001: this request fails alone; the slot stays free
+        self.slots[slot] = None
+        events.append(TokenEvent(request_id, -1, float("nan"), [], "error",
+                                 f"generation failed: {type(e).__name__}: {e}"))
     active = [i for i, s in enumerate(self.slots) if s is not None]
     if not active:
       return events

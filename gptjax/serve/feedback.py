@@ -6,6 +6,11 @@ turned into SFT conversations and preference pairs the sft and dpo tasks read.
     DIR/feedback.jsonl       {"id", "created", "rating": number | null,
                                   "preferred": choice index | null, "comment": str}
 
+A rating is a finite number in [-10, 10] (a thumbs up/down as +1/-1, stars as 1 to 5); a
+comment is at most 4,000 characters. The two logs together stop growing at `max_bytes`:
+feedback past it is refused (the server's 507) and replies are no longer logged, with one
+line saying so.
+
     gptjax-feedback --feedback_dir=DIR --out=OUT [--min_rating=1]
       OUT/sft.jsonl    {"messages": conversation + the reply}, one per reply rated at least
                        --min_rating or preferred (data.format=messages)
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import sys
 import threading
 import time
 from typing import Iterator
@@ -28,56 +35,130 @@ from typing import Iterator
 from gptjax.errors import UserError
 
 CONVERSATIONS, FEEDBACK = "conversations.jsonl", "feedback.jsonl"
+RATING_RANGE = (-10, 10)
+MAX_COMMENT_CHARS = 4000
+
+
+class BadFeedback(ValueError):
+  """Feedback the log refuses (the server's 400), naming the field."""
+
+  def __init__(self, message: str, param: str):
+    super().__init__(message)
+    self.param = param
+
+
+class LogFull(Exception):
+  """The logs reached their size limit (the server's 507)."""
+
+
+def rating_problem(rating) -> str | None:
+  """Why `rating` is not a rating (None: it is one)."""
+  lo, hi = RATING_RANGE
+  if isinstance(rating, bool) or not isinstance(rating, (int, float)):
+    return f"rating must be a number in [{lo}, {hi}]"
+  if not (math.isfinite(rating) and lo <= rating <= hi):
+    return f"rating must be a finite number in [{lo}, {hi}], got {rating}"
+  return None
 
 
 class FeedbackLog:
-  """Appends records, one JSON line each, from the server's threads."""
+  """Appends records, one JSON line each, from the server's threads, up to `max_bytes`."""
 
-  def __init__(self, log_dir: str):
-    self.log_dir = log_dir
+  def __init__(self, log_dir: str, max_bytes: int = 1 << 30):
+    self.log_dir, self.max_bytes = log_dir, max_bytes
     os.makedirs(log_dir, exist_ok=True)
     self._lock = threading.Lock()
+    self._warned_full = False
     # id -> number of choices, for checking feedback against what was served
     self.choices = {r["id"]: len(r["choices"]) for r in _read(os.path.join(log_dir, CONVERSATIONS))}
+    self.size = sum(os.path.getsize(p) for p in map(self._path, (CONVERSATIONS, FEEDBACK))
+                    if os.path.exists(p))
+
+  def _path(self, name: str) -> str:
+    return os.path.join(self.log_dir, name)
 
   def _append(self, name: str, record: dict) -> None:
-    with self._lock, open(os.path.join(self.log_dir, name), "a") as f:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    with self._lock:
+      if self.size + len(line) > self.max_bytes:
+        raise LogFull(f"the feedback log in {self.log_dir} is full ({self.size} bytes; "
+                      "gptjax-serve --feedback_max_bytes): move it aside or raise the limit")
+      with open(self._path(name), "ab") as f:
+        f.write(line)
+      self.size += len(line)
 
   def log_completion(self, completion_id: str, model: str, messages: list[dict],
                      choices: list[str], sampling: dict) -> None:
-    self._append(CONVERSATIONS, {"id": completion_id, "created": int(time.time()),
-                                 "model": model, "messages": messages, "choices": choices,
-                                 "sampling": sampling})
+    try:
+      self._append(CONVERSATIONS, {"id": completion_id, "created": int(time.time()),
+                                   "model": model, "messages": messages, "choices": choices,
+                                   "sampling": sampling})
+    except LogFull as e:  # the reply is served all the same; say once that it is not kept
+      if not self._warned_full:
+        self._warned_full = True
+        print(f"gptjax-serve: {e}; replies are no longer logged", file=sys.stderr, flush=True)
+      return
     self.choices[completion_id] = len(choices)
 
   def log_feedback(self, completion_id: str, rating=None, preferred=None,
-                   comment: str = "") -> None:
-    """KeyError (the server's 404) for an id never served, ValueError (400) for feedback
-    that names no rating, no choice, or a choice that was not served."""
+                   comment="") -> None:
+    """KeyError (the server's 404) for an id never served, BadFeedback (400) for feedback
+    that names no rating, no choice, a choice that was not served, a rating out of range or
+    a comment that is not text or too long; LogFull (507) once the logs are full."""
     if completion_id not in self.choices:
       raise KeyError(f"no logged completion has id {completion_id!r}")
     if rating is None and preferred is None:
-      raise ValueError("feedback needs a rating or a preferred choice")
-    if rating is not None and not isinstance(rating, (int, float)):
-      raise ValueError("rating must be a number")
-    if preferred is not None and not (isinstance(preferred, int)
-                                      and 0 <= preferred < self.choices[completion_id]):
-      raise ValueError(f"preferred must be a choice index below {self.choices[completion_id]}")
+      raise BadFeedback("feedback needs a rating or a preferred choice", "rating")
+    if rating is not None and rating_problem(rating):
+      raise BadFeedback(rating_problem(rating), "rating")
+    choices = self.choices[completion_id]
+    if preferred is not None and (isinstance(preferred, bool) or not isinstance(preferred, int)
+                                  or not 0 <= preferred < choices):
+      raise BadFeedback(f"preferred must be a choice index below {choices}", "preferred")
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS:
+      raise BadFeedback(f"comment must be text of at most {MAX_COMMENT_CHARS} characters",
+                        "comment")
+    try:
+      comment.encode("utf-8")
+    except UnicodeEncodeError:
+      raise BadFeedback("comment holds a lone UTF-16 surrogate: send valid Unicode text",
+                        "comment") from None
     self._append(FEEDBACK, {"id": completion_id, "created": int(time.time()), "rating": rating,
                             "preferred": preferred, "comment": comment})
 
 
+def _not_json(name: str):
+  raise ValueError(f"{name} is not a JSON value")
+
+
 def _read(path: str) -> Iterator[dict]:
+  """The records of a log; a line that is not a JSON object (NaN and Infinity, which older
+  servers wrote, included) is one error naming it."""
   if not os.path.exists(path):
     return
-  with open(path) as f:
+  with open(path, encoding="utf-8", errors="replace") as f:
     for number, line in enumerate(f, 1):
       if line.strip():
         try:
-          yield json.loads(line)
-        except json.JSONDecodeError:
-          raise UserError(f"{path}:{number}: not a JSON line") from None
+          record = json.loads(line, parse_constant=_not_json)
+        except (ValueError, RecursionError) as e:
+          raise UserError(f"{path}:{number}: not a JSON line ({e}): fix or remove the line")
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+          raise UserError(f"{path}:{number}: not a record with an id: fix or remove the line")
+        yield record
+
+
+def _checked_feedback(path: str) -> Iterator[dict]:
+  for number, record in enumerate(_read(path), 1):
+    rating = record.get("rating")
+    if rating is not None and rating_problem(rating):
+      raise UserError(f"{path}: record {number} ({record['id']}): {rating_problem(rating)}: "
+                      "fix or remove it")
+    preferred = record.get("preferred")
+    if preferred is not None and (isinstance(preferred, bool) or not isinstance(preferred, int)):
+      raise UserError(f"{path}: record {number} ({record['id']}): preferred must be a choice "
+                      "index: fix or remove it")
+    yield record
 
 
 def _assistant(text: str) -> dict:
@@ -91,13 +172,17 @@ def training_data(log_dir: str, min_rating: float) -> tuple[list[dict], list[dic
   if not served:
     raise UserError(f"--feedback_dir={log_dir} has no {CONVERSATIONS}: serve with "
                     "gptjax-serve --feedback_dir first")
-  verdict = {f["id"]: f for f in _read(os.path.join(log_dir, FEEDBACK)) if f["id"] in served}
+  verdict = {f["id"]: f for f in _checked_feedback(os.path.join(log_dir, FEEDBACK))
+             if f["id"] in served}
   sft, pairs = [], []
   rated = {}  # messages (as JSON) -> [(rating, reply)]
   for cid, fb in verdict.items():
     record = served[cid]
     prompt, choices = record["messages"], record["choices"]
     if fb.get("preferred") is not None:
+      if not 0 <= fb["preferred"] < len(choices):
+        raise UserError(f"{log_dir}/{FEEDBACK}: feedback on {cid} prefers choice "
+                        f"{fb['preferred']} of {len(choices)}: fix or remove it")
       best = choices[fb["preferred"]]
       sft.append({"messages": prompt + [_assistant(best)]})
       pairs += [{"messages": prompt, "chosen": best, "rejected": other}

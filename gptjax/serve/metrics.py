@@ -28,6 +28,11 @@ class ServerMetrics:
     self.slots_in_use = Gauge("gptjax_slots_in_use", "decode slots holding a request",
                               registry=r)
     self.slots_total = Gauge("gptjax_slots_total", "decode slots", registry=r)
+    self.open_connections = Gauge("gptjax_open_connections", "open HTTP connections",
+                                  registry=r)
+    self.refusals = Counter("gptjax_refusals", "connections refused or closed by a limit: "
+                            "total, client (the caps), headers, body (the timeouts)",
+                            ["reason"], registry=r)
     self.compilations = Gauge("gptjax_xla_compilations",
                               "XLA compilations of the engine's functions since start",
                               registry=r)

@@ -53,6 +53,8 @@ class Stream:
     if item.finished:
       self.closed = True
       self.queue.put_nowait(_END)
+    if item.error:
+      raise RuntimeError(item.error)
     return item
 
 

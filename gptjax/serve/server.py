@@ -1,7 +1,8 @@
 """gptjax-serve: an OpenAI-compatible HTTP server over the continuous-batching engine.
 
     gptjax-serve --workdir=W [--host=127.0.0.1 --port=8000 --api_key=KEY --slots=8
-                 --max_queue=64 --feedback_dir=DIR --step=N]
+                 --max_queue=64 --feedback_dir=DIR --step=N --header_timeout=10
+                 --body_timeout=30 --max_connections=1000 --max_connections_per_client=256]
 
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
 GET /metrics (Prometheus text), and with --feedback_dir POST /v1/feedback
@@ -11,7 +12,9 @@ Chat requests are rendered with the model's chat template and end at its end-of-
 Safe by default: binds 127.0.0.1; with --api_key (or GPTJAX_API_KEY) every /v1 request needs
 "Authorization: Bearer KEY" (401 otherwise); bodies over --max_body_bytes are a 413; a
 prompt that does not fit the context is a 400 that says so (never truncated); a full queue
-is a 429; a client that disconnects frees its decode slot at once.
+is a 429; a client that disconnects frees its decode slot at once. Slow or half-open
+connections are timed out and capped (gptjax.serve.connections); a request that fails in
+the engine gets an error, never a cut-short success. docs/SECURITY.md lists every limit.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hmac
 import inspect
 import json
 import os
+import sys
 import time
 
 from starlette.applications import Starlette
@@ -28,7 +32,9 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gptjax.errors import UserError
 from gptjax.serve import openai_protocol as api
+from gptjax.serve.feedback import LogFull
 from gptjax.serve.metrics import ServerMetrics
 from gptjax.serve.text_stream import TextStream
 
@@ -52,6 +58,7 @@ class Completion:
     self.tokens = 0
     self.logprobs: list = []
     self.finish_reason = None
+    self.error: str | None = None  # generation failed: the client gets an error, not text
 
   def piece(self, token_id: int, logprob: float | None, top: list, want_logprobs: bool,
             finished: str | None) -> tuple[str, list]:
@@ -79,12 +86,12 @@ class App:
   """The HTTP layer: checks requests, renders prompts, runs choices on the engine."""
 
   def __init__(self, loaded, engine, *, model_name: str, api_key: str | None = None,
-               max_body_bytes: int = 1 << 20, feedback_log=None):
+               max_body_bytes: int = 1 << 20, body_timeout: float = 30.0, feedback_log=None):
     from gptjax.data import chat_template
-    from gptjax.errors import UserError
     self.loaded, self.engine, self.model_name = loaded, engine, model_name
     self.tokenizer = loaded.tokenizer
     self.api_key, self.max_body_bytes, self.feedback_log = api_key, max_body_bytes, feedback_log
+    self.body_timeout = body_timeout
     self.metrics = ServerMetrics()
     self.metrics.slots_total.set(engine.num_slots)
     self.no_chat = None  # why chat requests are refused (a pretrained model: completions only)
@@ -114,16 +121,25 @@ class App:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
       raise ServerError(413, f"the body is over {self.max_body_bytes} bytes", "invalid_request_error")
-    body = b""
-    async for chunk in request.stream():
-      body += chunk
-      if len(body) > self.max_body_bytes:
-        raise ServerError(413, f"the body is over {self.max_body_bytes} bytes",
-                          "invalid_request_error")
-    try:
-      return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-      raise ServerError(400, "the body is not JSON", "invalid_request_error") from None
+
+    async def read() -> bytes:
+      body = bytearray()
+      async for chunk in request.stream():
+        body += chunk
+        if len(body) > self.max_body_bytes:
+          raise ServerError(413, f"the body is over {self.max_body_bytes} bytes",
+                            "invalid_request_error")
+      return bytes(body)
+    try:  # a body shorter than its Content-Length would hold the connection for good
+      body = await asyncio.wait_for(read(), self.body_timeout)
+    except asyncio.TimeoutError:
+      client = request.client.host if request.client else "?"
+      self.metrics.refusals.labels("body").inc()
+      print(f"gptjax-serve: gave up on a request body from {client} after "
+            f"{self.body_timeout:g} s (--body_timeout)", file=sys.stderr, flush=True)
+      raise ServerError(408, f"the request body did not arrive within {self.body_timeout:g} s",
+                        "invalid_request_error") from None
+    return api.load_json(body)
 
   def _refresh_gauges(self) -> None:
     m, e = self.metrics, self.engine
@@ -142,6 +158,8 @@ class App:
       response = _error_response(e)
     except api.BadRequest as e:
       response = _error_response(ServerError(400, str(e), "invalid_request_error", e.param))
+    except UserError as e:  # the text cannot be tokenized, a setting the engine refuses
+      response = _error_response(ServerError(400, str(e), "invalid_request_error"))
     self.metrics.requests.labels(endpoint, str(response.status_code)).inc()
     return response
 
@@ -178,11 +196,13 @@ class App:
         raise api.BadRequest("feedback needs the completion's id", "id")
       try:
         self.feedback_log.log_feedback(body["id"], body.get("rating"), body.get("preferred"),
-                                       str(body.get("comment") or ""))
+                                       body.get("comment") or "")
       except KeyError as e:
         raise ServerError(404, str(e.args[0]), "invalid_request_error", "id") from None
+      except LogFull as e:
+        raise ServerError(507, str(e), "server_error") from None
       except ValueError as e:
-        raise api.BadRequest(str(e)) from None
+        raise api.BadRequest(str(e), getattr(e, "param", None)) from None
       return _json({"status": "recorded", "id": body["id"]})
     return await self._handle("/v1/feedback", request, handler)
 
@@ -217,15 +237,18 @@ class App:
                         "invalid_request_error", "max_tokens")
     seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
     stops = (self.end_of_turn if req.chat else []) + self.eos
+    top_k = req.top_k if 0 < req.top_k < self.tokenizer.vocab_size else 0  # else: all tokens
     return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                          top_k=max(req.top_k, 0),
+                          top_k=top_k,
                           seed=(seed + index) % 2**32,  # any client integer: a uint32 key
                           stop_token_ids=tuple(stops),
                           logprobs=req.top_logprobs if req.logprobs else 0)
 
   async def _complete(self, request: HTTPRequest, chat: bool):
     req = api.parse(await self._body(request), chat, self.model_name)
-    prompt_ids = self._prompt_ids(req)
+    # Off the event loop: a long prompt takes a while to tokenize (the tokenizer lets go of
+    # the GIL), and /health and the other streams must not wait for it.
+    prompt_ids = await asyncio.to_thread(self._prompt_ids, req)
     sampling = [self._sampling(req, i, len(prompt_ids)) for i in range(req.n)]
     arrived = time.perf_counter()
     streams = []
@@ -250,6 +273,9 @@ class App:
     finally:
       for s in streams:
         s.cancel()
+    failed = next((c.error for c in choices if c.error), None)
+    if failed:
+      raise ServerError(500, failed, "server_error")
     out = [api.choice(chat, c.index, c.text.text, c.finish_reason,
                       api.logprob_entries(chat, c.logprobs) if req.logprobs else None)
            for c in choices]
@@ -288,6 +314,9 @@ class App:
           if completion.finish_reason:
             stream.cancel()  # a stop sequence ends it here, and frees its slot now
             break
+      except Exception as e:  # noqa: BLE001: the engine failed this request: say so
+        completion.error = str(e) or type(e).__name__
+        await queue.put((completion, "", []))
       finally:
         await queue.put(None)
 
@@ -313,7 +342,8 @@ class App:
         nxt = asyncio.ensure_future(iterator.__anext__())
         finished, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if nxt not in finished:
-          nxt.cancel()
+          nxt.cancel()  # and let it unwind, so that closing the generator finds it idle
+          await asyncio.gather(nxt, return_exceptions=True)
           return
         try:
           yield nxt.result()
@@ -328,6 +358,10 @@ class App:
     started = set()
     try:
       async for completion, text, entries in events:
+        if completion.error:  # the client's SDK raises on an error event (never a cut reply)
+          yield _event(api.error(completion.error, "server_error"))
+          yield "data: [DONE]\n\n"
+          return
         first = completion.index not in started
         started.add(completion.index)
         if not (text or entries or completion.finish_reason or first):
@@ -370,30 +404,42 @@ def _event(obj) -> str:
 
 def serve(workdir: str, *, step: int | None = None, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, slots: int = 8, max_queue: int = 64,
-          max_body_bytes: int = 1 << 20, log_dir: str = "", model_name: str = "") -> None:
+          max_body_bytes: int = 1 << 20, log_dir: str = "", log_max_bytes: int = 1 << 30,
+          model_name: str = "", limits=None, body_timeout: float = 30.0) -> None:
+  """`limits`: a connections.Limits (header deadline, connection caps); default settings
+  if None."""
+  import logging
+
   import uvicorn
 
   from gptjax.load import load_workdir, one_device_mesh
+  from gptjax.serve.connections import Limits
   from gptjax.serve.engine import Engine
   from gptjax.serve.feedback import FeedbackLog
   from gptjax.serve.runner import Runner
   loaded = load_workdir(workdir, step, mesh=one_device_mesh())
+  feedback_log = FeedbackLog(log_dir, max_bytes=log_max_bytes) if log_dir else None
   engine = Engine(loaded.model, loaded.params, num_slots=slots, max_queue=max_queue,
                   valid_vocab=loaded.tokenizer.vocab_size)
   compiled = engine.warmup()
   name = model_name or os.path.basename(os.path.abspath(workdir))
   app = App(loaded, Runner(engine), model_name=name, api_key=api_key,
-            max_body_bytes=max_body_bytes, feedback_log=FeedbackLog(log_dir) if log_dir else None)
+            max_body_bytes=max_body_bytes, body_timeout=body_timeout, feedback_log=feedback_log)
+  limits = limits or Limits()
+  limits.metrics = app.metrics
   print(f"serving {name} (step {loaded.step}) on http://{host}:{port}/v1 with {slots} slots; "
         f"{compiled} compilations at warm-up{'; API key required' if api_key else ''}",
         flush=True)
-  uvicorn.run(app.app, host=host, port=port, log_level="warning")
+  # Loading silenced asyncio's logger (Orbax's threads); a server must show its socket errors.
+  logging.getLogger("asyncio").setLevel(logging.WARNING)
+  uvicorn.run(app.app, host=host, port=port, log_level="warning", http=limits.protocol(),
+              timeout_keep_alive=5)
 
 
 def main(argv=None) -> None:
   from absl import flags
 
-  from gptjax.errors import UserError, run_app, run_cli
+  from gptjax.errors import run_app, run_cli
 
   flags.DEFINE_string("workdir", None, "run folder to serve (its newest checkpoint)",
                       required=True)
@@ -405,18 +451,38 @@ def main(argv=None) -> None:
   flags.DEFINE_integer("slots", 8, "decode slots: requests generated together")
   flags.DEFINE_integer("max_queue", 64, "requests waiting for a slot before a 429")
   flags.DEFINE_integer("max_body_bytes", 1 << 20, "largest request body")
+  flags.DEFINE_float("header_timeout", 10.0, "seconds a connection has to send its request "
+                     "headers (from opening, or from its previous response)")
+  flags.DEFINE_float("body_timeout", 30.0, "seconds a request has to send its whole body")
+  flags.DEFINE_integer("max_connections", None, "open connections at most (default: 1000, "
+                       "or fewer where the open-file limit is lower); past it a 503")
+  flags.DEFINE_integer("max_connections_per_client", 256, "open connections from one "
+                       "address at most; past it a 503")
   flags.DEFINE_string("feedback_dir", "", "log conversations and accept /v1/feedback here")
+  flags.DEFINE_integer("feedback_max_bytes", 1 << 30, "the feedback folder's logs stop "
+                       "growing here: feedback is then refused (507), replies not logged")
   flags.DEFINE_string("model_name", "", "the model's id in the API (default: the workdir's name)")
   FLAGS = flags.FLAGS
 
   def _main(_):
     def body():
+      from gptjax.serve.connections import Limits
       if FLAGS.slots < 1 or FLAGS.max_queue < 0:
         raise UserError("--slots must be at least 1 and --max_queue at least 0")
+      for name in ("header_timeout", "body_timeout"):
+        if not 0 < FLAGS[name].value < float("inf"):
+          raise UserError(f"--{name} must be a positive number of seconds")
+      for name in ("max_connections", "max_connections_per_client", "feedback_max_bytes"):
+        if FLAGS[name].value is not None and FLAGS[name].value < 1:
+          raise UserError(f"--{name} must be at least 1")
+      limits = Limits(header_timeout=FLAGS.header_timeout,
+                      max_connections=FLAGS.max_connections,
+                      max_connections_per_client=FLAGS.max_connections_per_client)
       serve(FLAGS.workdir, step=FLAGS.step, host=FLAGS.host, port=FLAGS.port,
             api_key=FLAGS.api_key or os.environ.get("GPTJAX_API_KEY") or None,
             slots=FLAGS.slots, max_queue=FLAGS.max_queue, max_body_bytes=FLAGS.max_body_bytes,
-            log_dir=FLAGS.feedback_dir, model_name=FLAGS.model_name)
+            log_dir=FLAGS.feedback_dir, log_max_bytes=FLAGS.feedback_max_bytes,
+            model_name=FLAGS.model_name, limits=limits, body_timeout=FLAGS.body_timeout)
     run_cli(body)
 
   run_app(_main, argv)

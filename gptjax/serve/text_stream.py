@@ -4,6 +4,11 @@ The streamed pieces concatenate to exactly the non-streamed text: both come from
 A piece is held back while it could still change: a token that ends inside a multi-byte
 character decodes to U+FFFD until the rest arrives, and the tail of the text that could be
 the start of a stop sequence waits until it is not (or the completion ends).
+
+Stop sequences are matched as the text grows (Knuth-Morris-Pratt), so each new character
+costs O(1) amortised whatever the stop's length: the text ends before the first stop
+sequence to be completed. (Matching each stop against the text anew, as before, cost the
+square of its length for every token, on the server's event loop.)
 """
 
 from __future__ import annotations
@@ -11,20 +16,50 @@ from __future__ import annotations
 REPLACEMENT = "\ufffd"
 
 
+class StopMatcher:
+  """How much of a growing text's tail is a prefix of `stop`, one character at a time."""
+
+  def __init__(self, stop: str):
+    self.stop = stop
+    # fallback[k]: the longest proper prefix of stop[:k + 1] that is also its suffix
+    self.fallback = [0] * len(stop)
+    k = 0
+    for i in range(1, len(stop)):
+      while k and stop[i] != stop[k]:
+        k = self.fallback[k - 1]
+      if stop[i] == stop[k]:
+        k += 1
+      self.fallback[i] = k
+    self.matched = 0  # the text's tail equals stop[:matched]
+
+  def feed(self, char: str) -> bool:
+    """True when `char` completes the stop sequence."""
+    k = self.matched
+    while k and char != self.stop[k]:
+      k = self.fallback[k - 1]
+    if char == self.stop[k]:
+      k += 1
+    if k == len(self.stop):
+      self.matched = self.fallback[k - 1]
+      return True
+    self.matched = k
+    return False
+
+
 class TextStream:
 
   def __init__(self, tokenizer, stop: list[str] = ()):
     self.tokenizer = tokenizer
-    self.stop = [s for s in stop if s]
+    self.matchers = [StopMatcher(s) for s in dict.fromkeys(stop) if s]
     self.ids: list[int] = []
     self.text = ""  # decoded text so far, cut at a stop sequence once one appears
+    self.matched_to = 0  # characters of self.text the matchers have seen
     self.emitted = 0  # characters of self.text already handed out
     self.stopped = False  # a stop sequence appeared: the completion ends here
 
   def _decoded(self) -> str:
-    text = self.tokenizer.decode(self.ids)
-    # An incomplete character at the end: wait for the tokens that complete it.
-    return text[:-1] if text.endswith(REPLACEMENT) else text
+    # Incomplete characters at the end: wait for the tokens that complete them.
+    return self.tokenizer.decode(self.ids).rstrip(REPLACEMENT)
 
   def add(self, token_id: int) -> str:
     """The text that `token_id` makes final (maybe ""); sets `stopped` at a stop sequence."""
@@ -32,14 +67,15 @@ class TextStream:
       return ""
     self.ids.append(int(token_id))
     self.text = self._decoded()
-    hold = 0
-    cuts = [i for i in (self.text.find(s, max(0, self.emitted - len(s))) for s in self.stop)
-            if i >= 0]
-    if cuts:
-      self.text, self.stopped = self.text[:min(cuts)], True
-    elif self.stop:  # the longest tail that is the start of some stop sequence
-      hold = max((k for s in self.stop for k in range(1, len(s))
-                  if self.text.endswith(s[:k])), default=0)
+    for at in range(self.matched_to, len(self.text)):
+      char = self.text[at]
+      done = [m for m in self.matchers if m.feed(char)]
+      if done:  # the earliest to complete; if two end here, the longer started first
+        self.text = self.text[:at + 1 - max(len(m.stop) for m in done)]
+        self.stopped = True
+        return self._take(len(self.text))
+    self.matched_to = len(self.text)
+    hold = max((m.matched for m in self.matchers), default=0)
     return self._take(len(self.text) - hold)
 
   def finish(self) -> str:
