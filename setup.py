@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="GPT-style language models in JAX/Flax: pretraining to chat, sharded, measured.",
     packages=find_packages(include=["gptjax", "gptjax.*"]),
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # jax>=0.7 needs it; a TPU image's python3 is 3.10 (worker/setup.sh)
     install_requires=[
         "jax>=0.7,<0.11",
         "flax>=0.10.4,<0.13",

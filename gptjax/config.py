@@ -122,6 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.every = 500  # steps between checkpoints (and one at the end)
+  # also one when this many minutes have passed since the last (0 = off), checked at each
+  # train.log_every step by process 0's clock for all: the safety net against a preemption
+  # whose notice is too short for a checkpoint (gptjax/checkpoint_cadence.py)
+  ck.every_minutes = 0.0
   ck.keep = 2  # keep the newest N
   ck.keep_best = False  # also keep the checkpoint with the best eval/loss
 

@@ -43,5 +43,6 @@ class PreemptionWatch:
 
 
 def _sync_manager_running() -> bool:
-  from jax._src import distributed
-  return jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None
+  # jax.distributed.initialize (the only way to more than one process) starts the sync
+  # manager whenever this public option is on, as it is by default.
+  return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)

@@ -71,6 +71,11 @@ def is_file(path: str) -> bool:
   return _ask(path, os.path.isfile, "isfile")
 
 
+def remove(path: str) -> None:
+  """Delete one file or object."""
+  _ask(path, os.remove, "rm_file")
+
+
 def makedirs(path: str) -> None:
   """A folder (a no-op in a bucket, where folders are name prefixes)."""
   if not is_url(path):

@@ -28,6 +28,7 @@ from gptjax.config import planned_vocab_size
 from gptjax.errors import Preempted, UserError, define_config_flag, run_app, run_cli, warn
 from gptjax.model import GPT, GPTConfig, count_params, padded
 from gptjax.optim import decay_length, effective_warmup, learning_rate_schedule, make_optimizer
+from gptjax.checkpoint_cadence import WallClockCadence
 from gptjax.preemption import PreemptionWatch
 from gptjax.prefetch import DevicePrefetcher
 from gptjax.tasks import make_task
@@ -51,6 +52,8 @@ def validate(config) -> None:
       (config.data.seq_len > 0, f"data.seq_len must be positive, got {config.data.seq_len}"),
       (config.eval.every > 0 and config.checkpoint.every > 0 and tr.log_every > 0,
        "eval.every, checkpoint.every and train.log_every must be positive"),
+      (0 <= config.checkpoint.get("every_minutes", 0) < float("inf"),
+       "checkpoint.every_minutes must be 0 (off) or a positive number of minutes"),
       (0.0 < config.data.eval_fraction < 1.0, "data.eval_fraction must be in (0, 1)"),
       (not (config.data.eval_path or config.data.format == "parallel")
        or config.task.name == "sft", "data.eval_path and data.format=parallel are read by "
@@ -436,9 +439,13 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
   batches = DevicePrefetcher(ds.train, mesh, cfg.data.prefetch)
   sync_each_step = sharding.must_sync_each_step()
   preemption = PreemptionWatch()
+  cadence = WallClockCadence(cfg.checkpoint.every_minutes)
   pending = None  # (step, device metrics): fetched one step late so the host never stalls
   batch = None  # with a rollout (RL), its batch serves task.updates_per_rollout steps
   eval_metrics: dict = metrics_lib.last_eval(workdir)  # what a finished run re-run reports
+  finished_marker = storage.join(workdir, FINISHED)
+  if is_main and start < total and storage.exists(finished_marker):
+    storage.remove(finished_marker)  # a finished run extended (more train.steps) runs again
 
   def drain():
     nonlocal pending
@@ -483,7 +490,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
         progress.update(1)
 
         at_log, at_eval = s % cfg.train.log_every == 0, s % cfg.eval.every == 0 or s == total
-        at_ckpt = s % cfg.checkpoint.every == 0 or s == total
+        at_ckpt = s % cfg.checkpoint.every == 0 or s == total or (at_log and cadence.due())
         if at_log or at_eval or at_ckpt:
           drain()  # these need this step's metrics, and a checkpoint needs a finite state
         if at_log and window.count:
@@ -501,6 +508,7 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
           writer.flush()  # a run resumed from this checkpoint finds every row up to it
           ckpt.save(s, state, batches.get_state(), config_json, tokenizer_json,
                     metrics=eval_metrics if at_eval else None)
+          cadence.saved()
         if at_eval or at_ckpt:  # keep their time out of the throughput figures
           window.t0, window.steps = time.perf_counter(), 0
         for hook in hooks:
@@ -515,6 +523,9 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
                           f"step {s} in {checkpoint.checkpoint_dir(workdir)}; run the same "
                           "command again to resume")
     drain()
+    ckpt.wait()
+    if is_main:  # what tpu_scripts/watch.sh looks for in the bucket: done, do not relaunch
+      storage.write_text(finished_marker, json.dumps({"step": total, "time": time.time()}))
   finally:  # a started checkpoint is finished even when the loop dies; every closer runs
     with contextlib.ExitStack() as closing:
       closing.callback(preemption.close)
@@ -523,6 +534,9 @@ def train(config, workdir: str, hooks: Iterable[Hook] = ()) -> dict:
       closing.callback(ckpt.close)
       ckpt.wait()
   return eval_metrics
+
+
+FINISHED = "finished.json"  # in the workdir once every step has run and been saved
 
 
 def _trace_folder(workdir: str) -> tuple[str, str | None]:

@@ -1,13 +1,15 @@
 """One process of a multi-process test run (started by gptjax-launch in test_multihost.py).
 
     python tests/multihost_worker.py WORKDIR CONFIG_JSON [--record=DIR] [--sigterm_at=S]
-        [--die_at=S] [--process=I]
+        [--die_at=S] [--process=I] [--fast_clock]
 
 Trains configs/tiny.py with the overrides in CONFIG_JSON ({"train.steps": 8, ...}) through
 the trainer's own entry point (gptjax.distributed joins the processes). --record writes the
 token rows this process put into each train batch to DIR/process_<i>.npz; --sigterm_at
 sends this process SIGTERM after step S (a preemption notice), --die_at kills it outright
-(SIGKILL) after step S; both only in process --process.
+(SIGKILL) after step S; both only in process --process. --fast_clock makes process 0's
+wall clock (the checkpoint cadence's) run a minute ahead at every reading; the others keep
+the real one.
 """
 
 import argparse
@@ -29,6 +31,7 @@ def main():
   parser.add_argument("--sigterm_at", type=int, default=0)
   parser.add_argument("--die_at", type=int, default=0)
   parser.add_argument("--process", type=int, default=0)
+  parser.add_argument("--fast_clock", action="store_true")
   args = parser.parse_args()
 
   from gptjax import distributed, prefetch, train as train_lib
@@ -47,6 +50,11 @@ def main():
   distributed.initialize(True, config.train.heartbeat_timeout)
   import jax
   me = jax.process_index()
+
+  if args.fast_clock and me == 0:
+    from gptjax import checkpoint_cadence
+    readings = iter(range(60, 10**9, 60))
+    checkpoint_cadence.clock = lambda: next(readings)
 
   rows = []
   if args.record:

@@ -78,11 +78,18 @@ def assert_reads_only_its_slice(record_dir, n, batches: np.ndarray, first_step: 
 
 
 def test_two_processes_train_exactly_as_one_process_with_eight_devices(shared, tmp_path):
-  out, _ = run_processes(2, tmp_path / "w", shared, f"--record={tmp_path / 'rows'}")
+  """Also: checkpoints every minute by process 0's clock, which runs a minute ahead at each
+  reading while process 1's stands still: both save the same steps, the ones process 0's
+  clock chose (unagreed, one process would wait in the save for the other)."""
+  out, _ = run_processes(2, tmp_path / "w", shared, f"--record={tmp_path / 'rows'}",
+                         "--fast_clock", overrides={"checkpoint.every_minutes": 1,
+                                                    "checkpoint.keep": 10})
   assert out.returncode == 0, out.stdout + out.stderr
   assert "mesh {'data': 8, 'fsdp': 1, 'tensor': 1}" in out.stdout  # one mesh over both
   assert_same_metrics(shared / "reference", tmp_path / "w")
   assert_reads_only_its_slice(tmp_path / "rows", 2, global_batches(shared / "data"))
+  # log steps 2 and 6 by the clock (readings 60, 120: due), 4 and 8 by checkpoint.every
+  assert checkpoint.Checkpointer(str(tmp_path / "w")).all_steps() == [2, 4, 6, 8]
 
 
 def test_four_processes_resume_a_one_process_checkpoint_and_finish_as_uninterrupted(

@@ -76,6 +76,38 @@ def test_killed_then_resumed_run_logs_the_same_losses_as_an_uninterrupted_run(ti
   jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
 
 
+def test_wall_clock_checkpoints_are_saved_on_time_and_resume_exactly(tiny, tmp_path,
+                                                                     monkeypatch):
+  """checkpoint.every_minutes=4 with a clock that reads one minute per step: besides steps
+  10 and 20 (checkpoint.every), saves at the logging steps 5 and 15 (train.log_every=5),
+  the first at which 4 minutes have passed since the last save; a run killed after 16
+  resumes from 15 and ends as the uninterrupted run."""
+  from gptjax import checkpoint_cadence
+  straight = tmp_path / "straight"
+  train_lib.train(tiny, str(straight))
+  minutes = [0]
+  monkeypatch.setattr(checkpoint_cadence, "clock", lambda: 60.0 * minutes[0])
+
+  def tick(s, state):
+    minutes[0] = s
+  tiny.checkpoint.every_minutes, tiny.checkpoint.keep = 4.0, 10
+  resumed = tmp_path / "resumed"
+  with pytest.raises(Killed):
+    train_lib.train(tiny, str(resumed), hooks=[tick, kill_at(16)])
+  assert checkpoint.Checkpointer(str(resumed)).all_steps() == [5, 10, 15]
+  assert not (resumed / train_lib.FINISHED).exists()  # what tpu_scripts/watch.sh reads
+  train_lib.train(tiny, str(resumed), hooks=[tick])
+  assert json.loads((resumed / train_lib.FINISHED).read_text())["step"] == 20
+  tiny.train.steps = 25  # extended: not finished until it has run the 5 more
+  with pytest.raises(Killed):
+    train_lib.train(tiny, str(resumed), hooks=[kill_at(22)])
+  assert not (resumed / train_lib.FINISHED).exists()
+  tiny.train.steps = 20
+  assert_same_metrics(straight, resumed, drop=lambda r: r["step"] > 20)
+  pa, pb = load_workdir(str(straight)).params, load_workdir(str(resumed)).params
+  jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
+
+
 def test_eval_at_start_scores_the_starting_weights_and_a_rerun_keeps_one_such_row(tiny, tmp_path):
   """eval.at_start on a run that starts from another run's final weights logs, at step 0,
   exactly that run's final held-out figures; a fresh restart drops the stale rows."""
@@ -181,6 +213,7 @@ def test_resuming_a_workdir_of_another_model_is_refused(tiny, tmp_path):
     ("optim.warmup_steps", -1, "optim.warmup_steps must be >= 0"),
     ("task.name", "nope", "task.name='nope'"),
     ("model.num_heads", 5, "model.embed_dim=32 must divide by model.num_heads=5"),
+    ("checkpoint.every_minutes", -1.0, "checkpoint.every_minutes must be 0 \\(off\\)"),
 ])
 def test_bad_config_values_give_clear_errors(tiny, tmp_path, key, value, match):
   group, name = key.split(".")

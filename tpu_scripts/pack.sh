@@ -11,5 +11,5 @@ trap 'rm -rf "$tmp"' EXIT
 git -C "$repo" archive --format=tar -o "$tmp/code.tar" "$hash"
 echo "$hash" > "$tmp/COMMIT"
 tar -rf "$tmp/code.tar" -C "$tmp" COMMIT
-gzip -c "$tmp/code.tar" > "$out"
+gzip -c "$tmp/code.tar" > "$out.part.$$" && mv "$out.part.$$" "$out"  # whole, or not there
 echo "packed $hash into $out"
