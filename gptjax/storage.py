@@ -14,6 +14,7 @@ read + rewrite, and a caller that appends often (MetricsWriter) batches its rows
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import uuid
@@ -69,6 +70,42 @@ def is_dir(path: str) -> bool:
 
 def is_file(path: str) -> bool:
   return _ask(path, os.path.isfile, "isfile")
+
+
+_JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+
+
+def read_regular_text(path: str, max_bytes: int | None = None) -> str:
+  """A local file's UTF-8 text, for files that came from elsewhere (a downloaded checkpoint):
+  a FIFO or a device would block or never end, and a huge file is not what it claims to be."""
+  fix = "download the checkpoint again"
+  if not os.path.isfile(path):
+    raise UserError(f"{path} is not a regular file: {fix}")
+  size = os.path.getsize(path)
+  if max_bytes is not None and size > max_bytes:
+    raise UserError(f"{path} is {size:,} bytes, more than such a file holds: {fix}")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except UnicodeDecodeError:
+    raise UserError(f"{path} is not UTF-8 text: {fix}") from None
+
+
+def read_json_object(path: str, max_bytes: int | None = None, holds: str = "") -> dict:
+  """A downloaded JSON file that must hold an object (`holds`: what, for the message)."""
+  try:
+    content = json.loads(read_regular_text(path, max_bytes))
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): "
+                    "fix it or download the checkpoint again") from None
+  except RecursionError:
+    raise UserError(f"{path} is not valid JSON (nested too deeply): download the checkpoint "
+                    "again") from None
+  if not isinstance(content, dict):
+    raise UserError(f"{path} holds a JSON {_JSON_TYPES.get(type(content), 'value')}, not an "
+                    f"object{' of ' + holds if holds else ''}: download the checkpoint again")
+  return content
 
 
 def remove(path: str) -> None:

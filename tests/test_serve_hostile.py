@@ -23,7 +23,6 @@ import openai
 import pytest
 
 from conftest import unigram_loaded
-from gptjax.serve import feedback
 from gptjax.serve.text_stream import StopMatcher, TextStream
 from test_serve import CHAT, KEY, _chat, _http, _metric, _start_server, _stop
 

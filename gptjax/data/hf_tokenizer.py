@@ -11,12 +11,12 @@ template travels in `settings` and becomes its chat format (gptjax.data.chat_tem
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import numpy as np
 
+from gptjax import storage
 from gptjax.errors import UserError
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
@@ -130,29 +130,6 @@ def _read_template(value: str) -> str | None:
                     f"{GPTJAX_TEMPLATE} for gptjax's own chat tokens)") from None
 
 
-def _read_regular(path: str) -> str:
-  """A file's text; a FIFO or a device in a downloaded folder would block or never end."""
-  if not os.path.isfile(path):
-    raise UserError(f"{path} is not a regular file: download the checkpoint again")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return f.read()
-  except UnicodeDecodeError:
-    raise UserError(f"{path} is not UTF-8 text: download the checkpoint again") from None
-
-
-def _read_json_object(path: str) -> dict:
-  try:
-    content = json.loads(_read_regular(path))
-  except (ValueError, RecursionError) as e:
-    raise UserError(f"{path} is not valid JSON ({str(e)[:100]}): download the checkpoint "
-                    "again") from None
-  if not isinstance(content, dict):
-    raise UserError(f"{path} holds a JSON {type(content).__name__}, not an object: download "
-                    "the checkpoint again")
-  return content
-
-
 def load_hf_folder(folder: str, chat_template: str | None = KEEP_TEMPLATE) -> HFTokenizer:
   """The tokenizer of a Hugging Face checkpoint folder (tokenizer.json, with the special
   tokens and the chat template of tokenizer_config.json / chat_template.jinja).
@@ -165,18 +142,18 @@ def load_hf_folder(folder: str, chat_template: str | None = KEEP_TEMPLATE) -> HF
     hint = (f" (it has {found[0]}: save the fast tokenizer with transformers' "
             "AutoTokenizer.from_pretrained(dir).save_pretrained(dir))" if found else "")
     raise UserError(f"{folder} has no tokenizer.json{hint}, or pass --tokenizer=FILE")
-  tokenizer_json = _read_regular(path)
+  tokenizer_json = storage.read_regular_text(path)
   config = {}
   for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins
     if os.path.exists(os.path.join(folder, name)):
-      config.update(_read_json_object(os.path.join(folder, name)))
+      config.update(storage.read_json_object(os.path.join(folder, name)))
   settings = {key: _token_name(config.get(key)) for key in SPECIAL_KEYS}
   if isinstance(config.get("add_bos_token"), bool):
     settings["add_bos_token"] = config["add_bos_token"]
   template = config.get("chat_template")
   jinja = os.path.join(folder, "chat_template.jinja")
   if os.path.exists(jinja):
-    template = _read_regular(jinja)
+    template = storage.read_regular_text(jinja)
   if isinstance(template, list):  # named templates: the default one
     template = next((t.get("template") for t in template if t.get("name") == "default"), None)
   if chat_template is not KEEP_TEMPLATE:

@@ -4,9 +4,8 @@ never converted into a model that silently differs."""
 
 from __future__ import annotations
 
-import json
-import os
 
+from gptjax import storage
 from gptjax.errors import UserError, warn
 from gptjax.model import GPTConfig
 
@@ -17,28 +16,10 @@ GPT2_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "ge
 
 def read(path: str) -> dict:
   """config.json as a dict, or one line saying why it is not one."""
-  if not os.path.isfile(path):  # a FIFO or a device would block or never end
-    raise UserError(f"{path} is not a regular file: a checkpoint's config.json is a JSON file")
-  if os.path.getsize(path) > _MAX_CONFIG_BYTES:
-    raise UserError(f"{path} is {os.path.getsize(path):,} bytes, not a config.json (a few "
-                    "KiB): download the checkpoint again")
-  try:
-    with open(path, "rb") as f:
-      hf = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    where = (f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError)
-             else "")
-    raise UserError(f"{path} is not valid JSON ({getattr(e, 'msg', e)}{where}): fix it or "
-                    "download the checkpoint again") from None
-  if not isinstance(hf, dict):
-    raise UserError(f"{path} holds a JSON {_JSON_TYPES.get(type(hf), type(hf).__name__)}, "
-                    "not an object of model settings: download the checkpoint again")
-  return hf
+  return storage.read_json_object(path, max_bytes=_MAX_CONFIG_BYTES, holds="model settings")
 
 
-_MAX_CONFIG_BYTES = 16 * 2**20
-_JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
-               type(None): "null"}
+_MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KiB
 _REQUIRED = object()
 
 
